@@ -1,0 +1,76 @@
+"""Settings read from the environment (prefix `AVATARFLOW_`) and an optional `.env` file."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="AVATARFLOW_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    data_root: Path = Field(
+        default=Path("var"), description="Folder holding the SQLite file and per-asset folders."
+    )
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL; default is SQLite at <data_root>/avatarflow.db. "
+        "PostgreSQL: postgresql+psycopg://user:pass@host/db",
+    )
+    input_roots: list[Path] = Field(
+        default_factory=list,
+        description="Folders manifests may take inputs from. Empty: only the manifest's own folder.",
+    )
+    templates_dir: Path | None = Field(
+        default=None, description="Extra prompt templates; they override built-ins of the same name."
+    )
+    default_preset: str = "standard"
+
+    # preprocessing: face
+    face_backend: str = Field(default="mediapipe", description="mediapipe (bundled) or face-alignment")
+    face_alignment_weights: Path | None = Field(
+        default=None, description="Folder with face-alignment's s3fd and 2DFAN4 weight files."
+    )
+    face_min_px: int = Field(default=64, description="Refuse faces narrower than this (source pixels).")
+    face_pad_mode: str = Field(default="blur", description="How to fill past the image edge: blur or reflect.")
+    # preprocessing: audio
+    audio_target_lufs: float = -23.0
+    audio_min_seconds: float = 1.0
+    audio_max_segment_seconds: float = Field(
+        default=60.0, description="Longer speech is split at pauses into segments of at most this."
+    )
+    sqlite_busy_timeout_ms: int = 30_000
+    claim_lease_seconds: int = 15 * 60
+
+    @field_validator("data_root", mode="after")
+    @classmethod
+    def _absolute_root(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @field_validator("input_roots", mode="after")
+    @classmethod
+    def _absolute_inputs(cls, value: list[Path]) -> list[Path]:
+        return [p.expanduser().resolve() for p in value]
+
+    @property
+    def storage(self) -> "Storage":
+        from avatarflow.storage import Storage
+
+        return Storage(self.data_root)
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.data_root / 'avatarflow.db'}"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings; tests call `get_settings.cache_clear()` after changing env."""
+    return Settings()

@@ -1,0 +1,1 @@
+"""The asset database: models, the asset state machine, sessions and migrations."""

@@ -1,0 +1,1 @@
+"""Generation: engines, presets, the GPU memory planner and GPU inventory."""

@@ -1,0 +1,1 @@
+"""Quality control: lip-sync scoring, technical checks, the gate policy and review sampling."""
