@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -196,6 +197,38 @@ def prompts_render(
 
 
 @app.command()
+def preprocess(
+    batch: Annotated[Optional[str], typer.Option(help="Only this batch (name or id).")] = None,
+) -> None:
+    """Crop faces and prepare speech for every submitted asset (no Prefect needed)."""
+    from rich.progress import Progress
+
+    from tasks.preprocess import preprocess_asset, submitted_ids
+
+    settings = get_settings()
+    database = _database(settings)
+    batch_id = None
+    if batch:
+        with database.session() as session:
+            batch_id = get_batch(session, batch).id
+    ids = submitted_ids(database, batch_id)
+    outcomes = []
+    with Progress(console=console, transient=True) as progress:
+        bar = progress.add_task("preprocessing", total=len(ids))
+        for asset_id in ids:
+            outcomes.append(preprocess_asset(database, asset_id, settings, actor="cli:preprocess"))
+            progress.advance(bar)
+    table = Table(title=f"preprocessed {len(ids)} asset(s)")
+    for column in ("asset", "state", "note"):
+        table.add_column(column, overflow="fold")
+    for outcome in outcomes:
+        note = outcome.reason or (f"{outcome.segments} segments" if outcome.segments else "")
+        table.add_row(str(outcome.asset_id), outcome.state, note,
+                      style="red" if outcome.state == "failed" else None)
+    console.print(table)
+
+
+@app.command()
 def demo() -> None:
     """Make the bundled demo inputs, submit them and show the status."""
     from avatarflow.demo import make_demo_inputs
@@ -205,6 +238,7 @@ def demo() -> None:
     manifest = make_demo_inputs(settings.data_root / "demo")
     result = submit_manifest(database, manifest, batch_name="demo", default_preset="preview")
     print_intake(result)
+    preprocess(batch="demo")
     with database.session() as session:
         batch = get_batch(session, "demo")
         console.print(_counts_table("batch demo", state_counts(session, batch.id)))
@@ -213,6 +247,9 @@ def demo() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: AvatarflowError becomes one readable line; --debug shows the traceback."""
+    # MediaPipe's C++ side logs setup chatter on stderr; operators only need real warnings.
+    os.environ.setdefault("GLOG_minloglevel", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     try:

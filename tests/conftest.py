@@ -125,3 +125,13 @@ def mixed(media, tmp_path, tmp_path_factory):
         17: ("prompt", "not both"), 18: ("external_id", "first used in row 2"), 20: ("imgae", "unknown field"),
     }
     return folder, rows, expected, [tmp_path, media]
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    """One Prefect test server for the whole session (it takes 20-25 s to start on this machine)."""
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
