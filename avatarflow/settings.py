@@ -44,6 +44,19 @@ class Settings(BaseSettings):
     audio_max_segment_seconds: float = Field(
         default=60.0, description="Longer speech is split at pauses into segments of at most this."
     )
+    # generation
+    engine: str = Field(default="cpu", description="cpu (no GPU, no weights), liveavatar (per job) or liveavatar-warm")
+    gangs: str = Field(default="cpu", description='GPU gangs of this host, e.g. "0" or "0;1-5"; "cpu" for the CPU engine')
+    max_generation_attempts: int = Field(default=3, description="Generations per asset, regenerations included")
+    # pipeline
+    pipeline_threads: int = Field(default=32, description="Prefect task-runner threads per batch run")
+    cpu_workers: int = Field(default=2, description="CPU-heavy stage runs at once per process")
+    # QC and review
+    qc_gate: float = Field(default=0.92, description="Calibrated lip-sync score a video must exceed")
+    qc_margin: float = Field(default=0.03, description="Scores within this of the gate go to review")
+    review_sample_rate: float = Field(default=0.1, description="Share of passed videos sampled for review")
+    prefect_ui_url: str = "http://127.0.0.1:4200"
+    review_url: str = "http://127.0.0.1:8080"
     sqlite_busy_timeout_ms: int = 30_000
     claim_lease_seconds: int = 15 * 60
 

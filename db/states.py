@@ -3,8 +3,9 @@
     submitted → preprocessed → planned → generating → generated → qc_passed / qc_failed /
     review_pending → approved / rejected → delivered
 
-plus `failed`, which carries the failing stage, a reason and whether a retry can help, and
-`split`, a parent asset whose long audio was cut into child segments.
+plus `failed`, which carries the failing stage, a reason and whether a retry can help;
+`split`, a parent asset whose long audio was cut into child segments; and `joined`, a segment
+whose video has been joined into its parent's (the parent carries on from `generated`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ class AssetState(StrEnum):
     REJECTED = "rejected"
     DELIVERED = "delivered"
     FAILED = "failed"
+    JOINED = "joined"
 
 
 S = AssetState
@@ -40,7 +42,7 @@ TRANSITIONS: dict[AssetState, frozenset[AssetState]] = {
     S.PLANNED: frozenset({S.GENERATING, S.FAILED}),
     # generating → planned: the GPU job was lost (worker died) and goes back in the queue.
     S.GENERATING: frozenset({S.GENERATED, S.PLANNED, S.FAILED}),
-    S.GENERATED: frozenset({S.QC_PASSED, S.QC_FAILED, S.REVIEW_PENDING, S.FAILED}),
+    S.GENERATED: frozenset({S.QC_PASSED, S.QC_FAILED, S.REVIEW_PENDING, S.JOINED, S.FAILED}),
     S.QC_PASSED: frozenset({S.APPROVED, S.REVIEW_PENDING, S.FAILED}),
     # qc_failed → planned: regenerate with a new seed; → rejected when attempts are spent.
     S.QC_FAILED: frozenset({S.PLANNED, S.REJECTED}),
@@ -48,10 +50,11 @@ TRANSITIONS: dict[AssetState, frozenset[AssetState]] = {
     S.APPROVED: frozenset({S.DELIVERED, S.FAILED}),
     S.REJECTED: frozenset(),
     S.DELIVERED: frozenset(),
+    S.JOINED: frozenset(),
     S.FAILED: frozenset({S.SUBMITTED, S.PREPROCESSED, S.PLANNED, S.GENERATED, S.APPROVED}),
 }
 
-TERMINAL: frozenset[AssetState] = frozenset({S.DELIVERED, S.REJECTED})
+TERMINAL: frozenset[AssetState] = frozenset({S.DELIVERED, S.REJECTED, S.JOINED})
 # States in which a person, not the pipeline, holds the next move.
 WAITING_FOR_PEOPLE: frozenset[AssetState] = frozenset({S.REVIEW_PENDING})
 
