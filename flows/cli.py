@@ -18,6 +18,7 @@ from avatarflow.settings import Settings, get_settings
 from avatarflow.storage import Storage
 from db.queries import batch_summaries, find_asset, get_batch, state_counts
 from db.session import Database, open_database
+from flows.cli_plan import gpus_command, plan_command
 from tasks.intake import IntakeResult, submit as submit_manifest
 from tasks.prompts import TemplateLibrary
 
@@ -30,6 +31,8 @@ app = typer.Typer(
 )
 prompts_app = typer.Typer(help="Prompt templates.", no_args_is_help=True)
 app.add_typer(prompts_app, name="prompts")
+app.command("plan")(plan_command)
+app.command("gpus")(gpus_command)
 
 console = Console()
 errors = Console(stderr=True)
