@@ -48,6 +48,20 @@ class Settings(BaseSettings):
     engine: str = Field(default="cpu", description="cpu (no GPU, no weights), liveavatar (per job) or liveavatar-warm")
     gangs: str = Field(default="cpu", description='GPU gangs of this host, e.g. "0" or "0;1-5"; "cpu" for the CPU engine')
     max_generation_attempts: int = Field(default=3, description="Generations per asset, regenerations included")
+    gang_lease_seconds: float = Field(
+        default=60, description="A gang's concurrency slot lapses this long after its holder died")
+    # Live Avatar (engine liveavatar / liveavatar-warm); see README "Live Avatar on GPUs"
+    liveavatar_dir: Path | None = Field(default=None, description="The Live Avatar checkout")
+    liveavatar_ckpt_dir: Path | None = Field(default=None, description="Wan2.2-S2V-14B weights folder")
+    liveavatar_lora: Path | None = Field(default=None, description="Absolute path to liveavatar.safetensors")
+    liveavatar_torchrun: Path | None = Field(default=None, description="torchrun of the Live Avatar env")
+    liveavatar_fp8: bool = Field(default=False, description="fp8 DiT (needs compute capability >= 8.9)")
+    liveavatar_offload: bool = True
+    liveavatar_compile: bool = Field(default=False, description="ENABLE_COMPILE=true in the engine")
+    liveavatar_timeout_floor_s: float = 1800.0
+    liveavatar_timeout_per_video_second_s: float = 60.0
+    liveavatar_master_port_first: int = 29500
+    liveavatar_master_port_last: int = 29899
     # pipeline
     pipeline_threads: int = Field(default=32, description="Prefect task-runner threads per batch run")
     cpu_workers: int = Field(default=2, description="CPU-heavy stage runs at once per process")

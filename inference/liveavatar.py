@@ -1,0 +1,980 @@
+"""The Live Avatar engine, per-job mode: check, build the `torchrun` command, run, classify, verify.
+
+Live Avatar runs from its own checkout and environment (Python 3.10, pinned packages), so it is
+driven across a process boundary and never imported here. Every rule in DESIGN.md, "The real
+generator", is enforced before a GPU is touched (`check_request`, `check_weights`) or in the
+command line itself (`build_command`). The warm mode (`inference/warm_client.py`) shares the
+argument values (`job_arguments`, `load_arguments`), the failure classification
+(`classify_text`) and the output verification (`finalize_output`) defined here.
+"""
+
+from __future__ import annotations
+
+import codecs
+import collections
+import dataclasses
+import errno
+import fcntl
+import math
+import os
+import re
+import shlex
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Protocol
+
+from avatarflow.errors import ConfigurationError
+from inference.engine import (
+    Failure,
+    FailureKind,
+    GenerationMetrics,
+    GenerationRequest,
+    GenerationResult,
+    GpuGang,
+    Progress,
+    ProgressCallback,
+)
+from inference.presets import FPS, Preset, get_preset
+from inference.verify import VideoInfo, verify_output
+
+ENTRY_SCRIPT = "minimal_inference/s2v_streaming_interact.py"
+TASK = "s2v-14B"
+TRAINING_CONFIG = "liveavatar/configs/s2v_causal_sft.yaml"  # relative to the checkout
+# The online-decode switch of s2v_streaming_interact.py, as named by the argparse of public copies
+# of the checkout. Some versions of the script do not have it: check it against the checkout you
+# deploy (`grep -n online_decode minimal_inference/s2v_streaming_interact.py`) on every update.
+ONLINE_DECODE_FLAG = "--enable_online_decode"
+
+SOLVER = "euler"  # unipc and dpm++ pass argparse and then raise
+SAMPLE_STEPS = 4  # the DMD LoRA's fixed schedule; other values raise (1 GPU) or deadlock (5 GPUs)
+FRAMES_MULTIPLE = 12  # infer_frames / 4 latent frames, in causal blocks of 3
+FRAMES_PER_BLOCK = 12  # one tqdm bar (of SAMPLE_STEPS steps) per block of 12 frames
+MAX_AREA = 720 * 400  # larger areas overflow a fixed-size condition cache and crash
+VALID_SIZES = ("720*400", "704*384", "688*368", "384*256")
+SINGLE_GPU, PIPELINE_GPUS, PIPELINE_DIT_GPUS = 1, 5, 4
+
+# Preset fields a request's `overrides` may change; each is validated like the preset itself.
+OVERRIDABLE = frozenset({"size", "num_clip", "online_decode", "solver", "sample_steps", "infer_frames"})
+
+# Names of the settings an operator fixes when a check fails (see the report to the settings owner).
+SETTING_DIR = "AVATARFLOW_LIVEAVATAR_DIR"
+SETTING_TORCHRUN = "AVATARFLOW_LIVEAVATAR_TORCHRUN"
+SETTING_CKPT_DIR = "AVATARFLOW_LIVEAVATAR_CKPT_DIR"
+SETTING_LORA = "AVATARFLOW_LIVEAVATAR_LORA"
+
+ENGINE_NAME = "liveavatar"
+
+
+# --------------------------------------------------------------------------------------------
+# Configuration
+
+
+@dataclass(frozen=True)
+class LiveAvatarConfig:
+    """Where Live Avatar lives on this host and how its jobs are launched."""
+
+    checkout: Path  # the Live Avatar git checkout (cwd of every launch)
+    ckpt_dir: Path  # Wan2.2-S2V-14B
+    lora_path: Path  # liveavatar.safetensors; must be absolute, or the script downloads it
+    torchrun: Path | None = None  # default: <checkout>/.venv/bin/torchrun
+    fp8: bool = False  # needs compute capability >= 8.9 (checked by the GPU planner)
+    offload: bool = True  # single-GPU mode only; the pipeline keeps its weights resident
+    enable_compile: bool = False  # ENABLE_COMPILE=true: slow first start in every new process
+    extra_env: Mapping[str, str] = field(default_factory=dict)
+    extra_args: tuple[str, ...] = ()  # appended verbatim, for flags a new checkout needs
+    timeout_floor_s: float = 1800.0  # covers loading 14 B parameters (and compiling)
+    timeout_per_video_second_s: float = 60.0  # generation budget per second of planned video
+    kill_grace_s: float = 20.0  # between SIGTERM and SIGKILL of the process group
+    master_port_range: tuple[int, int] = (29500, 29899)
+    port_lock_dir: Path | None = None  # default: <tmp>/avatarflow-ports (shared by all workers)
+    # How many ranks print the denoising bars in the 5-GPU pipeline; unverified without GPUs.
+    pipeline_progress_ranks: int = 1
+
+    @property
+    def torchrun_path(self) -> Path:
+        return self.torchrun if self.torchrun is not None else self.checkout / ".venv" / "bin" / "torchrun"
+
+    def timeout_for(self, video_seconds: float) -> float:
+        """Wall-clock limit for one job making `video_seconds` of video."""
+        return max(self.timeout_floor_s, video_seconds * self.timeout_per_video_second_s)
+
+
+@dataclass(frozen=True)
+class JobSettings:
+    """The preset's generation values after the request's overrides."""
+
+    size: str
+    num_clip: int | None
+    online_decode: bool
+    solver: str
+    sample_steps: int
+    infer_frames: int
+
+    @property
+    def bars_per_clip(self) -> int:
+        return max(1, self.infer_frames // FRAMES_PER_BLOCK)
+
+
+def resolve_settings(preset: Preset, overrides: Mapping[str, Any]) -> tuple[JobSettings, list[str]]:
+    """The effective settings, and a reason for each override that cannot be applied."""
+    reasons: list[str] = []
+    values: dict[str, Any] = {
+        "size": preset.size, "num_clip": preset.num_clip, "online_decode": preset.online_decode,
+        "solver": preset.solver, "sample_steps": preset.sample_steps, "infer_frames": preset.infer_frames,
+    }
+    types: dict[str, tuple[type, ...]] = {
+        "size": (str,), "num_clip": (int, type(None)), "online_decode": (bool,), "solver": (str,),
+        "sample_steps": (int,), "infer_frames": (int,),
+    }
+    for key, value in overrides.items():
+        if key not in OVERRIDABLE:
+            reasons.append(f"unknown override {key!r}; allowed: {', '.join(sorted(OVERRIDABLE))}")
+        elif not isinstance(value, types[key]) or (isinstance(value, bool) and key != "online_decode"):
+            reasons.append(f"override {key}={value!r} has the wrong type")
+        else:
+            values[key] = value
+    return JobSettings(**values), reasons
+
+
+def planned_clips(audio_seconds: float, cap: int | None, infer_frames: int = 48) -> int:
+    """clips = floor(seconds × 25 / frames_per_clip) + 1, capped by the preset's num_clip."""
+    clips = math.floor(audio_seconds * FPS / infer_frames) + 1
+    return min(clips, cap) if cap is not None else clips
+
+
+@dataclass(frozen=True)
+class JobPlan:
+    """What one job will run: the effective settings, the clip count and its wall-clock limit."""
+
+    settings: JobSettings
+    clips: int
+    timeout_s: float
+
+
+def plan_job(request: GenerationRequest, preset: Preset, config: LiveAvatarConfig) -> JobPlan:
+    settings, _ = resolve_settings(preset, request.overrides)
+    clips = planned_clips(request.audio_seconds, settings.num_clip, settings.infer_frames)
+    video_s = planned_video_seconds(request.audio_seconds, clips, settings.infer_frames)
+    return JobPlan(settings, clips, config.timeout_for(video_s))
+
+
+def planned_video_seconds(audio_seconds: float, clips: int, infer_frames: int = 48) -> float:
+    """Seconds of video the job makes: the audio, or less when num_clip cuts it short."""
+    return min(audio_seconds, (clips * infer_frames - 3) / FPS)
+
+
+def parse_size(size: str) -> tuple[int, int] | None:
+    match = re.fullmatch(r"\s*(\d+)\s*\*\s*(\d+)\s*", size)
+    return (int(match.group(1)), int(match.group(2))) if match else None
+
+
+def config_from_settings(settings: Any) -> LiveAvatarConfig:
+    """The engine configuration from avatarflow settings (`liveavatar_*` fields, AVATARFLOW_LIVEAVATAR_*)."""
+    def value(name: str, default: Any = None) -> Any:
+        return getattr(settings, name, default)
+
+    required = ("liveavatar_dir", "liveavatar_ckpt_dir", "liveavatar_lora")
+    missing = [f"AVATARFLOW_{name.upper()}" for name in required if not value(name)]
+    if missing:
+        raise ConfigurationError(f"the Live Avatar engine needs {', '.join(missing)} to be set")
+    torchrun = value("liveavatar_torchrun")
+    return LiveAvatarConfig(
+        checkout=Path(value("liveavatar_dir")).expanduser(),
+        ckpt_dir=Path(value("liveavatar_ckpt_dir")).expanduser(),
+        lora_path=Path(value("liveavatar_lora")).expanduser(),
+        torchrun=Path(torchrun).expanduser() if torchrun else None,
+        fp8=bool(value("liveavatar_fp8", False)),
+        offload=bool(value("liveavatar_offload", True)),
+        enable_compile=bool(value("liveavatar_compile", False)),
+        timeout_floor_s=float(value("liveavatar_timeout_floor_s", 1800.0)),
+        timeout_per_video_second_s=float(value("liveavatar_timeout_per_video_second_s", 60.0)),
+        master_port_range=(int(value("liveavatar_master_port_first", 29500)),
+                           int(value("liveavatar_master_port_last", 29899))),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Checks made before anything is launched
+
+
+def check_request(
+    request: GenerationRequest, gang: GpuGang, preset: Preset, config: LiveAvatarConfig
+) -> list[str]:
+    """Every reason Live Avatar would crash on or silently mishandle this job; empty when it may run."""
+    settings, reasons = resolve_settings(preset, request.overrides)
+    gpus = len(gang.devices)
+    if gpus == 0:
+        reasons.append(f"gang {gang.name} has no GPUs; Live Avatar needs one >= 80 GB GPU or exactly 5")
+    elif gpus not in (SINGLE_GPU, PIPELINE_GPUS):
+        reasons.append(
+            f"gang {gang.name} has {gpus} GPUs; Live Avatar runs on exactly 1 GPU (with offload) or "
+            f"exactly 5 (4 denoising + 1 decoding); 2-4 GPUs are not supported"
+        )
+    if settings.sample_steps != SAMPLE_STEPS:
+        reasons.append(
+            f"sample_steps={settings.sample_steps}: the DMD LoRA samples in exactly {SAMPLE_STEPS} steps "
+            "(more raise on one GPU; anything else deadlocks the 5-GPU pipeline)"
+        )
+    if settings.solver != SOLVER:
+        reasons.append(
+            f"sample_solver={settings.solver!r}: only 'euler' works; "
+            "unipc and dpm++ pass argparse and then raise"
+        )
+    if settings.infer_frames <= 0 or settings.infer_frames % FRAMES_MULTIPLE:
+        reasons.append(
+            f"infer_frames={settings.infer_frames} is not a multiple of {FRAMES_MULTIPLE} "
+            "(48 is the trained value)"
+        )
+    if settings.num_clip is not None and settings.num_clip < 1:
+        reasons.append(f"num_clip={settings.num_clip} must be at least 1")
+    dims = parse_size(settings.size)
+    if dims is None:
+        reasons.append(f"size {settings.size!r} is not of the form W*H")
+    elif dims[0] * dims[1] > MAX_AREA:
+        reasons.append(
+            f"size {settings.size} is above 720*400 pixels of area; larger areas crash on Live Avatar's "
+            "fixed-size cache ('The expanded size of the tensor (3000) must match ...')"
+        )
+    elif settings.size.replace(" ", "") not in VALID_SIZES:
+        reasons.append(f"size {settings.size} is not one of the valid sizes {', '.join(VALID_SIZES)}")
+    if "+" in str(request.audio):
+        reasons.append(
+            f"the audio path {request.audio} contains '+', which Live Avatar reads as several speakers"
+        )
+    if not request.audio.is_file():
+        reasons.append(f"audio file not found: {request.audio}")
+    if not request.image.is_file():
+        reasons.append(f"image file not found: {request.image}")
+    if request.audio_seconds <= 0:
+        reasons.append(f"audio_seconds={request.audio_seconds} must be positive")
+    if not request.prompt.strip():
+        reasons.append("empty prompt (without one the script silently uses its built-in example)")
+    if not config.lora_path.is_absolute():
+        reasons.append(
+            f"LoRA path {config.lora_path} is relative; Live Avatar treats a non-absolute "
+            f"--lora_path_dmd as a hub name and downloads it. Set {SETTING_LORA} to an absolute path"
+        )
+    return reasons
+
+
+def check_weights(config: LiveAvatarConfig) -> list[str]:
+    """Missing weights, each naming the path and the setting to configure."""
+    missing = []
+    ckpt = config.ckpt_dir
+    if not ckpt.is_dir() or not any(ckpt.iterdir()):
+        missing.append(
+            f"Wan2.2-S2V-14B checkpoint directory not found or empty: {ckpt} (set {SETTING_CKPT_DIR})"
+        )
+    if config.lora_path.is_absolute() and not config.lora_path.is_file():
+        missing.append(f"Live Avatar LoRA file not found: {config.lora_path} (set {SETTING_LORA})")
+    return missing
+
+
+def check_installation(config: LiveAvatarConfig) -> list[str]:
+    problems = []
+    if not (config.checkout / ENTRY_SCRIPT).is_file():
+        problems.append(f"{ENTRY_SCRIPT} not found in the Live Avatar checkout {config.checkout} "
+                        f"(set {SETTING_DIR})")
+    if not os.access(config.torchrun_path, os.X_OK):
+        problems.append(f"torchrun not found or not executable: {config.torchrun_path} "
+                        f"(set {SETTING_TORCHRUN})")
+    return problems
+
+
+def preflight(
+    request: GenerationRequest, gang: GpuGang, config: LiveAvatarConfig, *, installation: bool = True
+) -> tuple[Preset | None, Failure | None]:
+    """The preset, or the failure that refuses the job before anything is launched."""
+    try:
+        preset = get_preset(request.preset)
+    except KeyError as exc:
+        return None, Failure(FailureKind.CONFIG_REJECTED, str(exc.args[0]))
+    reasons = check_request(request, gang, preset, config)
+    if installation:
+        reasons += check_installation(config)
+    if reasons:
+        return preset, Failure(FailureKind.CONFIG_REJECTED, "; ".join(reasons))
+    missing = check_weights(config)
+    if missing:
+        return preset, Failure(FailureKind.MISSING_WEIGHTS, "; ".join(missing))
+    return preset, None
+
+
+# --------------------------------------------------------------------------------------------
+# Arguments and command line (shared with the warm worker)
+
+
+def partial_output_path(output: Path) -> Path:
+    """Where the engine writes before verification; never mistaken for a finished video."""
+    return output.with_name(f".{output.stem}.partial{output.suffix or '.mp4'}")
+
+
+def load_arguments(gang: GpuGang, config: LiveAvatarConfig) -> dict[str, Any]:
+    """Arguments fixed for the life of a loaded model: weights, topology, precision."""
+    gpus = len(gang.devices)
+    if gpus not in (SINGLE_GPU, PIPELINE_GPUS):
+        raise ValueError(f"Live Avatar runs on 1 or 5 GPUs, not {gpus} (check_request refuses this)")
+    pipeline = gpus == PIPELINE_GPUS
+    args: dict[str, Any] = {
+        "task": TASK,
+        "ulysses_size": 1,
+        "ckpt_dir": str(config.ckpt_dir),
+        "training_config": TRAINING_CONFIG,
+        "load_lora": True,  # without it the script ignores --lora_path_dmd
+        "lora_path_dmd": str(config.lora_path),
+        "offload_model": "False" if pipeline else str(bool(config.offload)),
+        "convert_model_dtype": True,
+        "num_gpus_dit": PIPELINE_DIT_GPUS if pipeline else 1,
+        "enable_vae_parallel": pipeline,
+        "single_gpu": not pipeline,
+        "fp8": config.fp8,
+    }
+    return args
+
+
+def job_arguments(request: GenerationRequest, settings: JobSettings, save_file: Path) -> dict[str, Any]:
+    """Arguments of one generation: always every input explicit (else built-in examples are used)."""
+    clips = planned_clips(request.audio_seconds, settings.num_clip, settings.infer_frames)
+    return {
+        "prompt": request.prompt,
+        "image": str(request.image),
+        "audio": str(request.audio),
+        "save_file": str(save_file),
+        "size": settings.size,
+        "num_clip": clips,
+        "infer_frames": settings.infer_frames,
+        "sample_steps": settings.sample_steps,
+        "sample_solver": settings.solver,
+        "sample_guide_scale": 0,
+        "base_seed": request.seed,
+        ONLINE_DECODE_FLAG.lstrip("-"): settings.online_decode,
+    }
+
+
+def to_cli(args: Mapping[str, Any]) -> list[str]:
+    """`{"fp8": True, "size": "688*368", "x": False}` -> `["--fp8", "--size", "688*368"]`."""
+    argv: list[str] = []
+    for key, value in args.items():
+        if value is True:
+            argv.append(f"--{key}")
+        elif value is False or value is None:
+            continue
+        else:
+            argv += [f"--{key}", str(value)]
+    return argv
+
+
+def torchrun_prefix(gang: GpuGang, config: LiveAvatarConfig, master_port: int) -> list[str]:
+    return [
+        str(config.torchrun_path),
+        "--nproc_per_node", str(len(gang.devices)),
+        "--master_port", str(master_port),
+    ]
+
+
+def build_env(gang: GpuGang, config: LiveAvatarConfig) -> dict[str, str]:
+    """The child's environment: ours minus our Python's, plus the gang's GPUs and the config's extras."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
+    # Let `python` inside Live Avatar resolve to its own environment, not avatarflow's.
+    env["PATH"] = f"{config.torchrun_path.parent}{os.pathsep}{env.get('PATH', '')}"
+    env["CUDA_VISIBLE_DEVICES"] = gang.cuda_visible_devices
+    # Gangs use NVML (PCI bus) indices; CUDA numbers fastest-first unless told otherwise.
+    env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
+    env["PYTHONUNBUFFERED"] = "1"  # stream progress and errors as they happen
+    env.setdefault("NCCL_DEBUG", "WARN")
+    if config.enable_compile:
+        env["ENABLE_COMPILE"] = "true"
+    env.update(config.extra_env)
+    return env
+
+
+def build_command(
+    request: GenerationRequest,
+    gang: GpuGang,
+    preset: Preset,
+    config: LiveAvatarConfig,
+    master_port: int,
+    save_file: Path | None = None,
+) -> tuple[list[str], dict[str, str]]:
+    """The torchrun argv (run with the checkout as cwd) and its environment."""
+    settings, _ = resolve_settings(preset, request.overrides)
+    save_file = save_file if save_file is not None else partial_output_path(request.output)
+    argv = [
+        *torchrun_prefix(gang, config, master_port),
+        ENTRY_SCRIPT,
+        *to_cli(load_arguments(gang, config)),
+        *to_cli(job_arguments(request, settings, save_file)),
+        *config.extra_args,
+    ]
+    return argv, build_env(gang, config)
+
+
+# --------------------------------------------------------------------------------------------
+# Master ports
+
+
+class PortLease:
+    """A master port held for one job (or one warm worker); released on `release()` or exit."""
+
+    def __init__(self, port: int, lock_file: IO[bytes]) -> None:
+        self.port = port
+        self._lock_file: IO[bytes] | None = lock_file
+
+    def release(self) -> None:
+        if self._lock_file is not None:
+            self._lock_file.close()  # closing drops the flock
+            self._lock_file = None
+
+    def __enter__(self) -> PortLease:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+class PortAllocator:
+    """Hands out master ports from a range; two holders, in any process of this host, never share one.
+
+    A port is held through an exclusive flock on a file per port (the kernel drops it when the
+    holder dies), and it is only handed out when nothing is listening on it.
+    """
+
+    _next_offset = os.getpid() % 97  # spread processes over the range; rotate within one
+
+    def __init__(self, first: int, last: int, lock_dir: Path | None = None) -> None:
+        if not 1024 <= first <= last <= 65535:
+            raise ValueError(f"bad master port range {first}-{last}")
+        self.first, self.last = first, last
+        self.lock_dir = lock_dir or Path(tempfile.gettempdir()) / "avatarflow-ports"
+        self._lock = threading.Lock()
+
+    @classmethod
+    def for_config(cls, config: LiveAvatarConfig) -> PortAllocator:
+        return cls(*config.master_port_range, lock_dir=config.port_lock_dir)
+
+    def acquire(self) -> PortLease:
+        self.lock_dir.mkdir(parents=True, exist_ok=True)
+        count = self.last - self.first + 1
+        with self._lock:
+            start = PortAllocator._next_offset
+            for i in range(count):
+                port = self.first + (start + i) % count
+                lease = self._try(port)
+                if lease is not None:
+                    # Next time start after this port: a just-released port may linger in TIME_WAIT.
+                    PortAllocator._next_offset = (start + i + 1) % count
+                    return lease
+        raise RuntimeError(f"no free master port in {self.first}-{self.last}")
+
+    def _try(self, port: int) -> PortLease | None:
+        handle = open(self.lock_dir / f"{port}.lock", "a+b")  # noqa: SIM115 - held by the lease
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            handle.close()
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                return None
+            raise
+        if not port_is_free(port):
+            handle.close()
+            return None
+        return PortLease(port, handle)
+
+
+def port_is_free(port: int) -> bool:
+    """True when a TCP socket can bind the port on all interfaces (torchrun's store will)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("", port))
+        except OSError:
+            return False
+    return True
+
+
+# --------------------------------------------------------------------------------------------
+# Progress
+
+
+_BAR = re.compile(r"^(?:\[[^\]]*\]:?\s*)?\s*(\d{1,3})%\|[^|]*\|\s*(\d+)/(\d+)")
+
+
+class TqdmProgress:
+    """Turns Live Avatar's denoising bars into clips done.
+
+    Each clip runs `bars_per_clip` blocks (4 at 48 frames), each with one tqdm bar over the 4
+    sampling steps. tqdm repaints a bar in place with \\r and ends it with \\n when it closes, so a
+    bar is finished exactly when a segment showing n == total ends a line; the in-place repaints
+    of the same state do not count twice. Bars with a description ("Loading checkpoint shards:
+    100%|...| 4/4") are not denoising bars and never match.
+    """
+
+    def __init__(self, clips_planned: int, *, bars_per_clip: int = 4, steps_per_bar: int = SAMPLE_STEPS,
+                 ranks_printing: int = 1) -> None:
+        self.clips_planned = clips_planned
+        self.bars_per_clip = bars_per_clip
+        self.steps_per_bar = steps_per_bar
+        self.ranks_printing = max(1, ranks_printing)
+        self.bars_done = 0
+
+    @property
+    def clips_done(self) -> int:
+        clips = self.bars_done // (self.bars_per_clip * self.ranks_printing)
+        return min(clips, self.clips_planned)
+
+    def feed(self, segment: str, ends_line: bool = True) -> Progress | None:
+        """Read one stderr segment (ended by \\n when `ends_line`, else by \\r); a Progress per clip done."""
+        match = _BAR.match(segment)
+        if not match or not ends_line:
+            return None
+        n, total = int(match.group(2)), int(match.group(3))
+        if total != self.steps_per_bar or n != total:
+            return None
+        before = self.clips_done
+        self.bars_done += 1
+        if self.clips_done != before:
+            done, planned = self.clips_done, self.clips_planned
+            return Progress(done, planned, f"clip {done}/{planned}")
+        return None
+
+    def feed_text(self, text: str) -> list[Progress]:
+        """Feed a whole captured stderr text (as a recorded log); the Progress updates in order."""
+        segments, rest = split_segments(text)
+        if rest:
+            segments.append((rest, True))
+        return [p for seg, ends in segments if (p := self.feed(seg, ends)) is not None]
+
+
+def split_segments(buffer: str) -> tuple[list[tuple[str, bool]], str]:
+    """Split on \\r and \\n: (segment, ended by \\n) pairs, and the unterminated rest."""
+    # A trailing "\\r" may be the first half of "\\r\\n": decide when the next chunk comes.
+    hold = buffer.endswith("\r")
+    body = buffer[:-1] if hold else buffer
+    segments: list[tuple[str, bool]] = []
+    start = 0
+    for match in re.finditer(r"\r\n|\r|\n", body):
+        piece = body[start:match.start()]
+        if piece.strip():
+            segments.append((piece, match.group() != "\r"))
+        start = match.end()
+    return segments, body[start:] + ("\r" if hold else "")
+
+
+# --------------------------------------------------------------------------------------------
+# Process control
+
+
+def _group_members(pgid: int) -> list[int]:
+    """Live (non-zombie) processes of a process group, from /proc."""
+    members = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2:].split()
+        if len(fields) > 2 and fields[0] != "Z" and int(fields[2]) == pgid:
+            members.append(int(entry))
+    return members
+
+
+def pid_alive(pid: int) -> bool:
+    """True while the process exists and is not a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rfind(")") + 2:].split()[0] != "Z"
+
+
+def kill_process_group(proc: subprocess.Popen[Any], grace_s: float) -> None:
+    """SIGTERM the whole group (torchrun and every rank and helper), wait, then SIGKILL what is left."""
+    pgid = proc.pid  # start_new_session=True made the child its group's leader
+    try:
+        os.killpg(pgid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None and not _group_members(pgid):
+            break
+        time.sleep(0.05)
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    try:
+        proc.wait(timeout=max(grace_s, 5.0))
+    except subprocess.TimeoutExpired:
+        pass
+    # Members reparented to init die from the SIGKILL; wait briefly until they are gone.
+    end = time.monotonic() + 5.0
+    while _group_members(pgid) and time.monotonic() < end:
+        time.sleep(0.05)
+
+
+class LogSink:
+    """Appends a process's output to a log file, keeps a tail in memory for classification."""
+
+    def __init__(self, log_path: Path | None, tail_lines: int = 400) -> None:
+        self._lock = threading.Lock()
+        self._file: IO[str] | None = None
+        if log_path is not None:
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(log_path, "a", encoding="utf-8", errors="replace")  # noqa: SIM115
+        self.tail: collections.deque[str] = collections.deque(maxlen=tail_lines)
+
+    def write(self, line: str) -> None:
+        with self._lock:
+            self.tail.append(line)
+            if self._file is not None:
+                self._file.write(line + "\n")
+                self._file.flush()
+
+    def tail_text(self) -> str:
+        with self._lock:
+            return "\n".join(self.tail)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._file is not None:
+                self._file.close()
+                self._file = None
+
+
+def pump(stream: IO[bytes], on_segment: Callable[[str, bool], None]) -> None:
+    """Read a pipe to EOF, calling `on_segment(text, ends_line)` for every \\r- or \\n-terminated piece.
+
+    Reads whatever is available rather than whole lines: tqdm repaints with \\r and only writes
+    \\n when a bar closes, so line reads would hold progress back.
+    """
+    rest = ""
+    fd = stream.fileno()
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        segments, rest = split_segments(rest + decoder.decode(chunk))
+        for segment, ends_line in segments:
+            on_segment(segment, ends_line)
+    rest += decoder.decode(b"", final=True)
+    if rest.strip("\r\n ").strip():
+        on_segment(rest.rstrip("\r"), True)
+
+
+# --------------------------------------------------------------------------------------------
+# Classification and verification (shared with the warm worker)
+
+
+_OOM = re.compile(r"OutOfMemoryError|CUDA out of memory|CUBLAS_STATUS_ALLOC_FAILED")
+_EXPANDED = re.compile(r"The expanded size of the tensor \((\d+)\)")
+_NCCL = re.compile(
+    r"Watchdog caught collective operation timeout|ProcessGroupNCCL.*(?:timeout|timed out|Timeout)"
+    r"|NCCL (?:error|communicator was aborted|timeout)|ncclInternalError|ncclSystemError"
+    r"|DistBackendError|ncclRemoteError"
+)
+_SOLVER = re.compile(r"Unsupported solver|NotImplementedError:.*solver")
+# More than 4 steps index a per-step KV cache that does not exist: kv_cache1[str(i+1)] -> KeyError.
+_STEPS = re.compile(r"kv_cache1\[str\(i ?\+ ?1\)\][\s\S]*KeyError: '\d+'")
+_MISSING_FILE = re.compile(
+    r"(?:FileNotFoundError|No such file or directory|does not appear to have a file named"
+    r"|Can't load|Repository Not Found|LocalEntryNotFoundError)[^\n]*"
+)
+
+
+def classify_text(text: str, config: LiveAvatarConfig | None = None) -> Failure | None:
+    """The failure a log tail or error message shows, most specific cause first; None when unknown."""
+    if _OOM.search(text):
+        return Failure(FailureKind.OUT_OF_MEMORY, "CUDA out of memory: " + _last_line(text, _OOM))
+    if match := _EXPANDED.search(text):
+        return Failure(
+            FailureKind.CONFIG_REJECTED,
+            f"the engine rejected the size: 'The expanded size of the tensor ({match.group(1)})' means "
+            f"the output area is larger than its fixed cache allows (at most 720*400; valid sizes: "
+            f"{', '.join(VALID_SIZES)})",
+        )
+    if _NCCL.search(text):
+        return Failure(
+            FailureKind.NCCL_HANG,
+            "a pipeline rank failed and the others blocked in NCCL: " + _last_line(text, _NCCL),
+        )
+    if _SOLVER.search(text):
+        return Failure(
+            FailureKind.CONFIG_REJECTED,
+            f"the engine rejected the sampler: only sample_solver euler works ({_last_line(text, _SOLVER)})",
+        )
+    if _STEPS.search(text):
+        return Failure(
+            FailureKind.CONFIG_REJECTED,
+            f"the engine has one KV cache per sampling step: sample_steps must be {SAMPLE_STEPS}",
+        )
+    for line in reversed(text.splitlines()):
+        if _MISSING_FILE.search(line) and _names_weights(line, config):
+            return Failure(FailureKind.MISSING_WEIGHTS,
+                           f"{line.strip()} (check {SETTING_CKPT_DIR} and {SETTING_LORA})")
+    return None
+
+
+def _names_weights(line: str, config: LiveAvatarConfig | None) -> bool:
+    needles = ["ckpt", "safetensors", "Wan2.2", ".pth", "lora", "wav2vec", "umt5", "Quark-Vision"]
+    if config is not None:
+        needles += [str(config.ckpt_dir), str(config.lora_path)]
+    return any(n.lower() in line.lower() for n in needles)
+
+
+def _last_line(text: str, pattern: re.Pattern[str]) -> str:
+    for line in reversed(text.splitlines()):
+        if pattern.search(line):
+            return line.strip()[:400]
+    return ""
+
+
+def classify_exit(
+    exit_status: int | None, tail: str, *, timed_out: bool, timeout_s: float,
+    config: LiveAvatarConfig | None = None,
+) -> Failure | None:
+    """The failure of a finished or killed run; None when it exited 0 (the output still needs verifying)."""
+    if timed_out:
+        if _NCCL.search(tail):
+            return Failure(FailureKind.NCCL_HANG, f"killed after {timeout_s:.0f} s blocked in NCCL: "
+                           + _last_line(tail, _NCCL))
+        return Failure(FailureKind.TIMEOUT,
+                       f"no result after {timeout_s:.0f} s; the process group was killed")
+    if exit_status == 0:
+        return None
+    known = classify_text(tail, config)
+    if known is not None:
+        return known
+    return Failure(FailureKind.CRASHED, f"exited with status {exit_status}: {last_error_line(tail)}")
+
+
+# torchrun's own summary of a failed child, which buries the child's real error.
+_LAUNCHER_NOISE = re.compile(r"ChildFailedError|SignalException|elastic\.multiprocessing")
+_EXCEPTION_LINE = re.compile(r"^(?:\[[^\]]*\]:?\s*)?[A-Za-z_][\w.]*(?:Error|Exception|Interrupt|Exit)\b:?.*")
+
+
+def last_error_line(tail: str) -> str:
+    """The last exception line of the run (`RuntimeError: ...`), else its last lines."""
+    for line in reversed(tail.splitlines()):
+        if _EXCEPTION_LINE.match(line.strip()) and not _LAUNCHER_NOISE.search(line):
+            return line.strip()[:500]
+    return " | ".join(tail.strip().splitlines()[-5:])[-800:]
+
+
+def finalize_output(partial: Path, request: GenerationRequest) -> VideoInfo | Failure:
+    """Verify the engine's file; move it to `request.output` only when it is sound."""
+    checked = verify_output(partial, request.audio_seconds)
+    if isinstance(checked, Failure):
+        partial.unlink(missing_ok=True)
+        return checked
+    with open(partial, "rb+") as handle:
+        os.fsync(handle.fileno())
+    os.replace(partial, request.output)
+    try:
+        fd = os.open(request.output.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
+    return checked
+
+
+# --------------------------------------------------------------------------------------------
+# GPU sampling hook
+
+
+class SampleSummaryLike(Protocol):
+    peak_memory_mb: dict[str, float]  # by GPU index
+    mean_utilisation: float | None  # percent
+
+
+class GpuSampler(Protocol):
+    """Samples the gang's GPUs while a job runs (inference.gpus.NvmlSampler implements it)."""
+
+    def start(self) -> object: ...
+
+    def stop(self) -> SampleSummaryLike: ...
+
+
+@dataclass
+class NoSamples:
+    peak_memory_mb: dict[str, float] = field(default_factory=dict)
+    mean_utilisation: float | None = None
+
+
+class NullSampler:
+    """Records nothing (tests, hosts without GPUs)."""
+
+    def start(self) -> NullSampler:
+        return self
+
+    def stop(self) -> NoSamples:
+        return NoSamples()
+
+
+SamplerFactory = Callable[[GpuGang], GpuSampler]
+
+
+def null_sampler_factory(gang: GpuGang) -> GpuSampler:
+    return NullSampler()
+
+
+def nvml_sampler_factory(gang: GpuGang) -> GpuSampler:
+    """The NVML sampler for the gang's GPUs; it records nothing where NVML is unavailable."""
+    from inference.gpus import NvmlSampler
+
+    return NvmlSampler(gang.devices)
+
+
+# --------------------------------------------------------------------------------------------
+# The per-job engine
+
+
+@dataclass
+class RunOutcome:
+    exit_status: int | None
+    timed_out: bool
+    tail: str
+    seconds: float
+    clips_done: int
+    first_clip_seconds: float | None
+
+
+def run_job_process(
+    argv: list[str], env: Mapping[str, str], cwd: Path, log_path: Path, timeout_s: float,
+    grace_s: float, tracker: TqdmProgress, progress: ProgressCallback | None = None,
+) -> RunOutcome:
+    """Run one launch in its own process group, streaming to the log and parsing progress."""
+    sink = LogSink(log_path)
+    started = time.monotonic()
+    first_clip: list[float] = []
+
+    def on_stdout(segment: str, ends_line: bool) -> None:
+        sink.write(segment)
+
+    def on_stderr(segment: str, ends_line: bool) -> None:
+        sink.write(segment)
+        update = tracker.feed(segment, ends_line)
+        if update is not None:
+            if not first_clip:
+                first_clip.append(time.monotonic() - started)
+            if progress is not None:
+                progress(update)
+
+    sink.write(f"$ (cd {shlex.quote(str(cwd))} && {shlex.join(argv)})")
+    try:
+        proc = subprocess.Popen(
+            argv, cwd=cwd, env=dict(env), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, start_new_session=True,
+        )
+    except OSError as exc:
+        sink.write(f"could not start: {exc}")
+        sink.close()
+        return RunOutcome(None, False, f"could not start {argv[0]}: {exc}", 0.0, 0, None)
+    assert proc.stdout is not None and proc.stderr is not None
+    readers = [
+        threading.Thread(target=pump, args=(proc.stdout, on_stdout), daemon=True),
+        threading.Thread(target=pump, args=(proc.stderr, on_stderr), daemon=True),
+    ]
+    for reader in readers:
+        reader.start()
+    timed_out = False
+    try:
+        proc.wait(timeout=timeout_s)
+        if _group_members(proc.pid):
+            sink.write("avatarflow: processes of the job outlived it; killing the process group")
+            kill_process_group(proc, grace_s)
+    except subprocess.TimeoutExpired:
+        timed_out = True
+        sink.write(f"avatarflow: no result after {timeout_s:.0f} s; killing the process group {proc.pid}")
+        kill_process_group(proc, grace_s)
+    except BaseException:
+        kill_process_group(proc, grace_s)  # never leave GPUs held by an orphan
+        raise
+    finally:
+        for reader in readers:
+            reader.join(timeout=10)
+        proc.stdout.close()
+        proc.stderr.close()
+    seconds = time.monotonic() - started
+    sink.write(f"avatarflow: exit status {proc.returncode} after {seconds:.1f} s")
+    tail = sink.tail_text()
+    sink.close()
+    return RunOutcome(proc.returncode, timed_out, tail, seconds, tracker.clips_done,
+                      first_clip[0] if first_clip else None)
+
+
+class LiveAvatarEngine:
+    """Per-job mode: one `torchrun` launch per video (loads the model every time)."""
+
+    name = ENGINE_NAME
+
+    def __init__(self, config: LiveAvatarConfig, *, ports: PortAllocator | None = None,
+                 sampler_factory: SamplerFactory = nvml_sampler_factory) -> None:
+        self.config = config
+        self.ports = ports or PortAllocator.for_config(config)
+        self.sampler_factory = sampler_factory
+
+    def generate(self, request: GenerationRequest, gang: GpuGang,
+                 progress: ProgressCallback | None = None) -> GenerationResult:
+        preset, refused = preflight(request, gang, self.config)
+        if refused is not None or preset is None:
+            return GenerationResult(self.name, {"preset": request.preset, "gang": gang.name}, failure=refused)
+        plan = plan_job(request, preset, self.config)
+        settings, clips, timeout_s = plan.settings, plan.clips, plan.timeout_s
+        partial = partial_output_path(request.output)
+        request.output.parent.mkdir(parents=True, exist_ok=True)
+        partial.unlink(missing_ok=True)  # a previous attempt's leftovers must not pass as this one's
+        tracker = TqdmProgress(
+            clips, bars_per_clip=settings.bars_per_clip, steps_per_bar=settings.sample_steps,
+            ranks_printing=self.config.pipeline_progress_ranks if len(gang.devices) > 1 else 1,
+        )
+        sampler = self.sampler_factory(gang)
+        with self.ports.acquire() as lease:
+            argv, env = build_command(request, gang, preset, self.config, lease.port, partial)
+            config_record = {
+                "mode": "per_job", "argv": argv, "cwd": str(self.config.checkout),
+                "cuda_visible_devices": env["CUDA_VISIBLE_DEVICES"], "master_port": lease.port,
+                "settings": dataclasses.asdict(settings), "num_clip": clips, "timeout_s": timeout_s,
+                "gang": gang.name,
+            }
+            sampler.start()
+            try:
+                outcome = run_job_process(argv, env, self.config.checkout, request.log_path, timeout_s,
+                                          self.config.kill_grace_s, tracker, progress)
+            finally:
+                samples = sampler.stop()
+        metrics = GenerationMetrics(
+            first_clip_seconds=outcome.first_clip_seconds, total_seconds=outcome.seconds,
+            peak_memory_mb=dict(samples.peak_memory_mb), mean_utilisation=samples.mean_utilisation,
+            exit_status=outcome.exit_status,
+            clips_done=outcome.clips_done, clips_planned=clips,
+        )
+        failure = classify_exit(outcome.exit_status, outcome.tail, timed_out=outcome.timed_out,
+                                timeout_s=timeout_s, config=self.config)
+        if failure is None:
+            checked = finalize_output(partial, request)
+            if isinstance(checked, Failure):
+                failure = checked
+        else:
+            partial.unlink(missing_ok=True)
+        if failure is not None:
+            return GenerationResult(self.name, config_record, failure=failure, metrics=metrics)
+        return GenerationResult(self.name, config_record, output=request.output, metrics=metrics)
+
+    def close(self) -> None:
+        """Nothing is held between jobs."""
