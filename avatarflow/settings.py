@@ -62,6 +62,10 @@ class Settings(BaseSettings):
     liveavatar_timeout_per_video_second_s: float = 60.0
     liveavatar_master_port_first: int = 29500
     liveavatar_master_port_last: int = 29899
+    # transcoding
+    transcode_small_height: int = Field(default=360, description="Height of the smaller rendition")
+    transcode_x264_preset: str = Field(default="veryfast", description="x264 speed/size trade-off")
+    transcode_timeout_s: float = 600.0
     # pipeline
     pipeline_threads: int = Field(default=32, description="Prefect task-runner threads per batch run")
     cpu_workers: int = Field(default=2, description="CPU-heavy stage runs at once per process")

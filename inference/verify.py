@@ -26,6 +26,7 @@ class VideoInfo:
     audio_codec: str | None
     audio_sample_rate: int | None
     frames: int | None
+    audio_duration_s: float | None = None
 
 
 def probe_video(path: Path, timeout_s: float = 60) -> VideoInfo | Failure:
@@ -58,6 +59,7 @@ def probe_video(path: Path, timeout_s: float = 60) -> VideoInfo | Failure:
         video_codec=str(video.get("codec_name")), audio_codec=audio.get("codec_name") if audio else None,
         audio_sample_rate=int(audio["sample_rate"]) if audio and audio.get("sample_rate") else None,
         frames=frames,
+        audio_duration_s=float(audio["duration"]) if audio and audio.get("duration") else None,
     )
 
 
@@ -68,6 +70,14 @@ def verify_output(path: Path, expected_seconds: float, *, tolerance_s: float = 2
         return info
     if info.audio_codec is None:
         return Failure(FailureKind.NO_AUDIO_STREAM, f"{path} has no audio stream (muxing failed silently)")
+    # The container's duration is the longer stream's: a muxer that stopped the audio early still
+    # reports the full length there, so the audio stream is checked on its own as well.
+    if info.audio_duration_s is not None and expected_seconds - info.audio_duration_s > tolerance_s:
+        return Failure(
+            FailureKind.WRONG_DURATION,
+            f"{path}: the audio stream stops at {info.audio_duration_s:.2f} s but the speech lasts "
+            f"{expected_seconds:.2f} s",
+        )
     if abs(info.duration_s - expected_seconds) > tolerance_s:
         return Failure(
             FailureKind.WRONG_DURATION,
