@@ -46,10 +46,12 @@ class Settings(BaseSettings):
     )
     # generation
     engine: str = Field(default="cpu", description="cpu (no GPU, no weights), liveavatar (per job) or liveavatar-warm")
+    cpu_engine_timeout_s: float = Field(default=1800, description="Wall-clock limit of one CPU-engine video")
     gangs: str = Field(default="cpu", description='GPU gangs of this host, e.g. "0" or "0;1-5"; "cpu" for the CPU engine')
     max_generation_attempts: int = Field(default=3, description="Generations per asset, regenerations included")
     gang_lease_seconds: float = Field(
-        default=60, description="A gang's concurrency slot lapses this long after its holder died")
+        default=60, ge=60, description="A gang's concurrency slot lapses this long after its holder died "
+        "(Prefect's minimum is 60 s)")
     # Live Avatar (engine liveavatar / liveavatar-warm); see README "Live Avatar on GPUs"
     liveavatar_dir: Path | None = Field(default=None, description="The Live Avatar checkout")
     liveavatar_ckpt_dir: Path | None = Field(default=None, description="Wan2.2-S2V-14B weights folder")

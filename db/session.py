@@ -119,3 +119,18 @@ def open_database(settings: Any | None = None, *, migrate: bool = True) -> Datab
     if migrate:
         database.migrate()
     return database
+
+
+_shared: dict[str, Database] = {}
+
+
+def shared_database(settings: Any | None = None) -> Database:
+    """One migrated Database per URL per process, for Prefect tasks that run many times."""
+    if settings is None:
+        from avatarflow.settings import get_settings
+
+        settings = get_settings()
+    url = settings.resolved_database_url
+    if url not in _shared:
+        _shared[url] = open_database(settings)
+    return _shared[url]

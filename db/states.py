@@ -46,7 +46,7 @@ TRANSITIONS: dict[AssetState, frozenset[AssetState]] = {
     S.QC_PASSED: frozenset({S.APPROVED, S.REVIEW_PENDING, S.FAILED}),
     # qc_failed → planned: regenerate with a new seed; → rejected when attempts are spent.
     S.QC_FAILED: frozenset({S.PLANNED, S.REJECTED}),
-    S.REVIEW_PENDING: frozenset({S.APPROVED, S.REJECTED, S.PLANNED}),
+    S.REVIEW_PENDING: frozenset({S.APPROVED, S.REJECTED, S.PLANNED, S.FAILED}),
     S.APPROVED: frozenset({S.DELIVERED, S.FAILED}),
     S.REJECTED: frozenset(),
     S.DELIVERED: frozenset(),

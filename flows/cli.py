@@ -19,6 +19,10 @@ from avatarflow.storage import Storage
 from db.queries import batch_summaries, find_asset, get_batch, state_counts
 from db.session import Database, open_database
 from flows.cli_plan import gpus_command, plan_command
+from flows.cli_report import report_command
+from flows.cli_qc import qc_app
+from flows.cli_review import review_app, reviewer_app
+from flows.cli_run import automations_app, deliver_command, demo_command, run_command
 from tasks.intake import IntakeResult, submit as submit_manifest
 from tasks.prompts import TemplateLibrary
 
@@ -33,6 +37,13 @@ prompts_app = typer.Typer(help="Prompt templates.", no_args_is_help=True)
 app.add_typer(prompts_app, name="prompts")
 app.command("plan")(plan_command)
 app.command("gpus")(gpus_command)
+app.command("report")(report_command)
+app.command("run")(run_command)
+app.command("deliver")(deliver_command)
+app.add_typer(automations_app, name="automations")
+app.add_typer(review_app, name="review")
+app.add_typer(qc_app, name="qc")
+app.add_typer(reviewer_app, name="reviewer")
 
 console = Console()
 errors = Console(stderr=True)
@@ -231,21 +242,7 @@ def preprocess(
     console.print(table)
 
 
-@app.command()
-def demo() -> None:
-    """Make the bundled demo inputs, submit them and show the status."""
-    from avatarflow.demo import make_demo_inputs
-
-    settings = get_settings()
-    database = _database(settings)
-    manifest = make_demo_inputs(settings.data_root / "demo")
-    result = submit_manifest(database, manifest, batch_name="demo", default_preset="preview")
-    print_intake(result)
-    preprocess(batch="demo")
-    with database.session() as session:
-        batch = get_batch(session, "demo")
-        console.print(_counts_table("batch demo", state_counts(session, batch.id)))
-    console.print(f"demo inputs in {manifest.parent}; database at {settings.resolved_database_url}")
+app.command("demo")(demo_command)
 
 
 def main(argv: list[str] | None = None) -> None:

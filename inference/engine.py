@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+import hashlib
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
@@ -130,3 +131,18 @@ class Engine(Protocol):
 
     def close(self) -> None:
         """Release long-lived resources (a warm worker); a no-op for per-job engines."""
+
+
+SEED_LIMIT = 2**31  # seeds are handed to torch / argparse ints: keep them in int32 range
+
+
+def next_seed(asset_key: str, attempt: int) -> int:
+    """The seed for generation `attempt` (1 = first) of an asset: stable, spread, int32-safe.
+
+    Derived from a hash, so a re-run of the pipeline asks for exactly the same seeds, and two
+    attempts (or two assets) never share one by construction of a counter.
+    """
+    if attempt < 1:
+        raise ValueError(f"attempts are numbered from 1, not {attempt}")
+    digest = hashlib.sha256(f"avatarflow-seed\x00{asset_key}\x00{attempt}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") % SEED_LIMIT

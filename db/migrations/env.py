@@ -6,6 +6,8 @@ from alembic import context
 from sqlalchemy import create_engine
 
 from db.models import Base
+import db.report_models  # noqa: F401
+import review.models  # noqa: F401  (review_claims, login_attempts)
 
 config = context.config
 target_metadata = Base.metadata
