@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import threading
 import time
 from pathlib import Path
@@ -46,7 +47,9 @@ def run_with_progress(manifest: Path | None, batch: str | None) -> dict[str, Any
         except BaseException as exc:  # noqa: BLE001 - reported by the main thread
             outcome["error"] = exc
 
-    worker = threading.Thread(target=target, name="batch-flow", daemon=True)
+    # The thread runs in a copy of this context, so it sees the Prefect settings chosen here.
+    worker = threading.Thread(target=contextvars.copy_context().run, args=(target,), name="batch-flow",
+                              daemon=True)
     worker.start()
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[states]}"), TimeElapsedColumn())
@@ -76,14 +79,15 @@ def run_command(
 ) -> None:
     """Run a batch through the whole pipeline (uses PREFECT_API_URL, or a local Prefect server)."""
     from avatarflow.settings import get_settings
-    from flows.local_server import ensure_local_server
+    from flows.local_server import ensure_local_server, using_server
 
     if manifest is None and batch is None:
         raise typer.BadParameter("give a manifest or --batch")
     settings = get_settings()
     api = ensure_local_server(settings.storage.logs)
     console.print(f"Prefect API: {api}")
-    run_with_progress(manifest, batch)
+    with using_server(api):
+        run_with_progress(manifest, batch)
 
 
 def deliver_command(
@@ -92,10 +96,10 @@ def deliver_command(
     """Deliver approved assets now (the scheduled deliver flow does this too)."""
     from avatarflow.settings import get_settings
     from flows.deliver import deliver_flow
-    from flows.local_server import ensure_local_server
+    from flows.local_server import ensure_local_server, using_server
 
-    ensure_local_server(get_settings().storage.logs)
-    result = deliver_flow(asset_ids=asset or None)
+    with using_server(ensure_local_server(get_settings().storage.logs)):
+        result = deliver_flow(asset_ids=asset or None)
     console.print(f"delivered {len(result.get('delivered', []))} asset(s); "
                   f"failed {len(result.get('failed') or {})}; folders: {', '.join(map(str, result.get('folders', [])))}")
 
@@ -103,9 +107,12 @@ def deliver_command(
 @automations_app.command("failure-webhook")
 def failure_webhook(url: Annotated[str, typer.Argument(help="The URL to POST to when a flow run fails.")]) -> None:
     """Create (or replace) the automation that calls URL when any flow run fails or crashes."""
+    from avatarflow.settings import get_settings
     from flows.automations import AUTOMATION_NAME, create_failure_webhook
+    from flows.local_server import ensure_local_server, using_server
 
-    automation_id = create_failure_webhook(url)
+    with using_server(ensure_local_server(get_settings().storage.logs)):
+        automation_id = create_failure_webhook(url)
     console.print(f"automation {AUTOMATION_NAME!r} ({automation_id}) calls {url} on failed or crashed flow runs")
 
 
@@ -114,7 +121,7 @@ def demo_command() -> None:
     from avatarflow.demo import make_demo_inputs
     from avatarflow.settings import get_settings
     from flows.deliver import deliver_flow
-    from flows.local_server import ensure_local_server
+    from flows.local_server import ensure_local_server, using_server
 
     settings = get_settings()
     settings.storage.ensure()
@@ -122,8 +129,9 @@ def demo_command() -> None:
     console.print("starting a local Prefect server (first start takes a minute)…")
     api = ensure_local_server(settings.storage.logs)
     started = time.monotonic()
-    run_with_progress(manifest, "demo")
-    deliver_flow()
+    with using_server(api):
+        run_with_progress(manifest, "demo")
+        deliver_flow()
     ui = api.removesuffix("/api")
     console.print(f"\n[bold]demo finished in {time.monotonic() - started:.0f} s[/]")
     console.print(f"  delivered videos   {settings.storage.deliveries / 'demo'}")

@@ -7,6 +7,8 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 DEFAULT_PORT = 4200
@@ -26,7 +28,9 @@ def ensure_local_server(log_dir: Path, port: int = DEFAULT_PORT, timeout_s: floa
     An operator's own PREFECT_API_URL always wins. The server started here keeps running after
     avatarflow exits, so the UI stays available; `prefect server stop` ends it.
     """
-    configured = os.environ.get("PREFECT_API_URL")
+    from prefect.settings import PREFECT_API_URL
+
+    configured = os.environ.get("PREFECT_API_URL") or PREFECT_API_URL.value()  # env or profile
     if configured:
         return configured
     api_url = f"http://127.0.0.1:{port}/api"
@@ -43,5 +47,15 @@ def ensure_local_server(log_dir: Path, port: int = DEFAULT_PORT, timeout_s: floa
                 raise RuntimeError(f"the Prefect server did not start within {timeout_s:.0f} s; "
                                    f"see {log_dir / 'prefect-server.log'}")
             time.sleep(1)
-    os.environ["PREFECT_API_URL"] = api_url
+    os.environ["PREFECT_API_URL"] = api_url  # for child processes
     return api_url
+
+
+@contextmanager
+def using_server(api_url: str) -> Iterator[None]:
+    """Point this process's Prefect client at `api_url` (settings are read once, so the
+    environment alone is not enough once Prefect has been imported)."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(updates={PREFECT_API_URL: api_url}):
+        yield
