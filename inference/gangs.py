@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
+from avatarflow.errors import ConfigurationError
 from avatarflow.settings import Settings
 from inference.engine import GpuGang
 from inference.gpus import parse_gangs
@@ -48,12 +49,61 @@ def ensure_gang_limits(gangs: Sequence[GpuGang]) -> None:
                 client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=limit_name(gang), limit=1))
 
 
-@contextmanager
-def gang_slot(gang: GpuGang, *, lease_seconds: float = 60) -> Iterator[None]:
-    """Hold the gang's slot; strict, so a missing limit is an error rather than no limit at all."""
-    from prefect.concurrency.sync import concurrency
+class GangBusy(RuntimeError):
+    """The gang's slot did not come free within the wait allowed."""
 
-    # The lease is renewed while held and lapses when a killed worker stops renewing it, so a
-    # crashed run does not keep the gang busy for ever.
-    with concurrency(limit_name(gang), occupy=1, strict=True, lease_duration=lease_seconds):
-        yield
+
+@contextmanager
+def gang_slot(gang: GpuGang, *, lease_seconds: float = 60, wait_seconds: float | None = None,
+              poll_seconds: float = 5.0) -> Iterator[None]:
+    """Hold the gang's one slot of its global concurrency limit for the block.
+
+    Strict: a missing limit is an error, never "no limit". The slot is held under a lease that a
+    background thread renews; if this process dies, renewals stop and the server's repossessor
+    frees the slot when the lease lapses. This talks to Prefect's lease API directly rather than
+    through `prefect.concurrency.sync.concurrency`, whose client-side acquisition service was seen
+    here to lose a waiting request after a holder was killed, leaving the waiter blocked for ever.
+    """
+    import threading
+    import time
+
+    import httpx
+    from prefect.client.orchestration import get_client
+
+    name = limit_name(gang)
+    deadline = None if wait_seconds is None else time.monotonic() + wait_seconds
+    with get_client(sync_client=True) as client:
+        while True:
+            try:
+                response = client.increment_concurrency_slots_with_lease(
+                    names=[name], slots=1, mode="concurrency", lease_duration=lease_seconds)
+                break
+            except httpx.HTTPStatusError as exc:
+                if exc.response.status_code != 423:  # 423 Locked: the gang is busy
+                    raise
+                retry_after = float(exc.response.headers.get("Retry-After", poll_seconds))
+                if deadline is not None and time.monotonic() + min(retry_after, poll_seconds) > deadline:
+                    raise GangBusy(f"gang {gang.name} stayed busy for {wait_seconds:.0f} s") from exc
+                time.sleep(min(retry_after, poll_seconds))
+        granted = response.json()
+        if not granted.get("limits"):
+            raise ConfigurationError(f"the concurrency limit {name!r} does not exist; the batch flow creates it")
+        lease_id = granted["lease_id"]
+        stop = threading.Event()
+
+        def renew() -> None:
+            with get_client(sync_client=True) as renewer:
+                while not stop.wait(lease_seconds / 3):
+                    try:
+                        renewer.renew_concurrency_lease(lease_id=lease_id, lease_duration=lease_seconds)
+                    except Exception:  # noqa: BLE001 - a missed renewal is retried next tick
+                        continue
+
+        renewing = threading.Thread(target=renew, name=f"lease-{gang.name}", daemon=True)
+        renewing.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            renewing.join(timeout=10)
+            client.release_concurrency_slots_with_lease(lease_id=lease_id)
