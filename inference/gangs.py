@@ -72,15 +72,22 @@ def gang_slot(gang: GpuGang, *, lease_seconds: float = 60, wait_seconds: float |
 
     name = limit_name(gang)
     deadline = None if wait_seconds is None else time.monotonic() + wait_seconds
+    server_errors = 0
     with get_client(sync_client=True) as client:
         while True:
             try:
                 response = client.increment_concurrency_slots_with_lease(
                     names=[name], slots=1, mode="concurrency", lease_duration=lease_seconds)
                 break
-            except httpx.HTTPStatusError as exc:
-                if exc.response.status_code != 423:  # 423 Locked: the gang is busy
-                    raise
+            except (httpx.HTTPStatusError, httpx.TransportError) as exc:
+                status = exc.response.status_code if isinstance(exc, httpx.HTTPStatusError) else None
+                if status != 423:
+                    # A busy Prefect server answers 503 now and then: wait and ask again, a while.
+                    server_errors += 1
+                    if (status is not None and status < 500) or server_errors > 12:
+                        raise
+                    time.sleep(min(2.0 * server_errors, 15.0))
+                    continue
                 retry_after = float(exc.response.headers.get("Retry-After", poll_seconds))
                 if deadline is not None and time.monotonic() + min(retry_after, poll_seconds) > deadline:
                     raise GangBusy(f"gang {gang.name} stayed busy for {wait_seconds:.0f} s") from exc
