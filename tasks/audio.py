@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import signal
-import subprocess
 import wave
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,6 +21,7 @@ import scipy.signal as sps
 from scipy import ndimage
 
 from avatarflow.errors import AvatarflowError, ConfigurationError
+from tasks.ffmpeg import ff_input, run_tool, stderr_tail
 from avatarflow.storage import atomic_path, safe_name
 
 GENERATOR_SAMPLE_RATE = 16_000
@@ -143,47 +141,21 @@ class Segment:
 # --------------------------------------------------------------------------- subprocesses
 
 
-def _ff_input(path: Path) -> str:
-    # "file:" stops ffmpeg reading a name that starts with "-" as an option or "a:b" as a protocol.
-    return "file:" + str(path)
-
-
-def _tail(stderr: bytes, max_chars: int = 600) -> str:
-    text = stderr.decode("utf-8", errors="replace").strip()
-    lines = [line for line in text.splitlines() if line.strip()][-6:]
-    tail = " | ".join(lines)
-    return tail[-max_chars:] if tail else "(no output on stderr)"
+_ff_input = ff_input
+_tail = stderr_tail
 
 
 def _run(cmd: list[str], *, timeout_s: float, path: Path, what: str) -> tuple[bytes, bytes, int]:
-    """Run ffmpeg/ffprobe in its own process group and kill the whole group on timeout."""
-    try:
-        proc = subprocess.Popen(
-            cmd,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-        )
-    except FileNotFoundError as exc:
-        raise ConfigurationError(
-            f"{cmd[0]} is not installed or not on PATH; install the Debian ffmpeg package"
-        ) from exc
-    try:
-        out, err = proc.communicate(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass  # it finished just as the time ran out
-        _, err = proc.communicate()
+    """Run ffmpeg/ffprobe with its own timeout; a timeout is an AudioError a retry may fix."""
+    done = run_tool(cmd, timeout_s=timeout_s)
+    if done.timed_out:
         raise AudioError(
             "timeout",
             f"{path.name}: {what} did not finish within {timeout_s:g} s; the file may be damaged "
             f"or unusually long, or the machine overloaded. Retry, or re-export the audio as WAV. "
-            f"{cmd[0]} said: {_tail(err)}",
-        ) from None
-    return out, err, proc.returncode
+            f"{cmd[0]} said: {stderr_tail(done.err)}",
+        )
+    return done.out, done.err, int(done.returncode or 0)
 
 
 # --------------------------------------------------------------------------- probing, decoding

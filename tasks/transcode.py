@@ -27,8 +27,6 @@ import json
 import math
 import os
 import re
-import signal
-import subprocess
 import time
 from collections.abc import Sequence
 from contextlib import ExitStack
@@ -41,6 +39,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from avatarflow.errors import AvatarflowError, ConfigurationError
+from tasks.ffmpeg import ff_input, run_tool, stderr_tail
 from avatarflow.storage import atomic_path, safe_name, sha256_file
 from db.models import Asset, Rendition
 
@@ -141,54 +140,26 @@ def rendition_name(batch_name: str, asset_key: str, preset: str, kind: str) -> s
 # --------------------------------------------------------------------------- subprocesses
 
 
-def _ff_input(path: Path) -> str:
-    # "file:" stops ffmpeg reading a name that starts with "-" as an option or "a:b" as a protocol.
-    return "file:" + str(path)
-
-
-def _tail(stderr: bytes, max_chars: int = 600) -> str:
-    lines = [line for line in stderr.decode("utf-8", errors="replace").splitlines() if line.strip()]
-    tail = " | ".join(lines[-6:])
-    return tail[-max_chars:] if tail else "(no output on stderr)"
+_ff_input = ff_input
+_tail = stderr_tail
 
 
 def _run(cmd: list[str], *, timeout_s: float, what: str) -> tuple[bytes, bytes]:
-    """Run ffmpeg/ffprobe in its own process group; kill the whole group on timeout.
-
-    Raises TranscodeError on timeout or a non-zero exit.
-    """
+    """Run ffmpeg/ffprobe with its own timeout; raises TranscodeError on timeout or failure."""
     if timeout_s <= 0:
         raise TranscodeError("timeout", f"{what}: no time left in the transcoding budget")
-    try:
-        proc = subprocess.Popen(
-            cmd,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-        )
-    except FileNotFoundError as exc:
-        raise ConfigurationError(
-            f"{cmd[0]} is not installed or not on PATH; install the Debian ffmpeg package"
-        ) from exc
-    try:
-        out, err = proc.communicate(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass  # it finished just as the time ran out
-        _, err = proc.communicate()
+    done = run_tool(cmd, timeout_s=timeout_s)
+    if done.timed_out:
         raise TranscodeError(
             "timeout",
             f"{what} did not finish within {timeout_s:.0f} s and was killed; the "
-            f"machine may be overloaded or the file unusually long. {cmd[0]} said: {_tail(err)}",
-        ) from None
-    if proc.returncode != 0:
-        raise TranscodeError(
-            "ffmpeg_failed", f"{what} failed ({cmd[0]} exit {proc.returncode}): {_tail(err)}"
+            f"machine may be overloaded or the file unusually long. {cmd[0]} said: {stderr_tail(done.err)}",
         )
-    return out, err
+    if done.returncode != 0:
+        raise TranscodeError(
+            "ffmpeg_failed", f"{what} failed ({cmd[0]} exit {done.returncode}): {stderr_tail(done.err)}"
+        )
+    return done.out, done.err
 
 
 def _compile(stream: Any) -> list[str]:
