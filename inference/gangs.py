@@ -64,6 +64,7 @@ def gang_slot(gang: GpuGang, *, lease_seconds: float = 60, wait_seconds: float |
     through `prefect.concurrency.sync.concurrency`, whose client-side acquisition service was seen
     here to lose a waiting request after a holder was killed, leaving the waiter blocked for ever.
     """
+    import contextvars
     import threading
     import time
 
@@ -106,7 +107,10 @@ def gang_slot(gang: GpuGang, *, lease_seconds: float = 60, wait_seconds: float |
                     except Exception:  # noqa: BLE001 - a missed renewal is retried next tick
                         continue
 
-        renewing = threading.Thread(target=renew, name=f"lease-{gang.name}", daemon=True)
+        # A copy of this context, so the renewals reach the same Prefect server as the grant
+        # (a bare thread would see the default settings and talk to some other server).
+        renewing = threading.Thread(target=contextvars.copy_context().run, args=(renew,),
+                                    name=f"lease-{gang.name}", daemon=True)
         renewing.start()
         try:
             yield
