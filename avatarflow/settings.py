@@ -57,9 +57,12 @@ class Settings(BaseSettings):
     liveavatar_ckpt_dir: Path | None = Field(default=None, description="Wan2.2-S2V-14B weights folder")
     liveavatar_lora: Path | None = Field(default=None, description="Absolute path to liveavatar.safetensors")
     liveavatar_torchrun: Path | None = Field(default=None, description="torchrun of the Live Avatar env")
+    liveavatar_python: Path | None = Field(
+        default=None, description="python of the Live Avatar env (default: the one beside torchrun)")
     liveavatar_fp8: bool = Field(default=False, description="fp8 DiT (needs compute capability >= 8.9)")
     liveavatar_offload: bool = True
-    liveavatar_compile: bool = Field(default=False, description="ENABLE_COMPILE=true in the engine")
+    liveavatar_compile: bool = Field(
+        default=False, description="ENABLE_COMPILE for Live Avatar (always passed; compiling needs Python 3.10)")
     liveavatar_timeout_floor_s: float = 1800.0
     liveavatar_timeout_per_video_second_s: float = 60.0
     liveavatar_master_port_first: int = 29500

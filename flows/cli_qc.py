@@ -2,6 +2,7 @@
 
     avatarflow qc calibrate [--videos DIR] [--out PATH]   # fit P(in sync), print AUCs, store JSON
     avatarflow qc score VIDEO [--audio FILE]              # raw metrics and the calibrated score
+    avatarflow qc check VIDEO --seconds S [--size WxH]    # the technical checks QC runs
 
 Register with `app.add_typer(qc_app, name="qc")`. The scorers (MediaPipe, optionally torch) are
 imported only when a command runs, so other commands do not pay for them.
@@ -176,6 +177,44 @@ def score(
         table.add_row("note", note)
     table.add_row("time", f"{result.timings_s.get('total', 0.0):.2f} s")
     console.print(table)
+
+
+@qc_app.command()
+def check(
+    video: Annotated[Path, typer.Argument(help="The video to check.")],
+    seconds: Annotated[float, typer.Option(
+        "--seconds", help="How long it should last (the speech, or a preview's clips).")],
+    size: Annotated[str | None, typer.Option(
+        "--size", help="The size it should have, WIDTHxHEIGHT (e.g. 512x512); omitted: not checked.")] = None,
+    reference: Annotated[Path | None, typer.Option(
+        "--reference", help="The portrait it was made from (identity and colour checks).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
+) -> None:
+    """Run QC's technical checks on one video: streams, fps, size, duration, black, frozen, face, sound."""
+    from qc.technical import run_checks
+
+    expected_size = None
+    if size:
+        try:
+            width, height = (int(v) for v in size.lower().split("x"))
+        except ValueError:
+            raise ConfigurationError(f"--size must be WIDTHxHEIGHT, e.g. 512x512, not {size!r}") from None
+        expected_size = (width, height)
+    results = run_checks(video, expected_seconds=seconds, expected_size=expected_size,
+                         reference_image=reference)
+    if as_json:
+        console.print_json(json.dumps([r.to_dict() for r in results]))
+    else:
+        table = Table(title=f"technical checks of {video.name}", title_justify="left")
+        for column in ("check", "value", "threshold", "verdict", "reason"):
+            table.add_column(column)
+        colour = {"pass": "green", "warn": "yellow", "fail": "red"}
+        for r in results:
+            value = f"{r.value:.3g}" if isinstance(r.value, float) else str(r.value)
+            table.add_row(r.name, value, r.threshold, f"[{colour[r.verdict]}]{r.verdict}[/]", r.reason)
+        console.print(table)
+    if any(r.verdict == "fail" for r in results):
+        raise typer.Exit(1)
 
 
 if __name__ == "__main__":  # pragma: no cover - `python -m flows.cli_qc ...` before registration

@@ -42,6 +42,8 @@ from inference.engine import (
     Progress,
     ProgressCallback,
 )
+from inference.output_rules import planned_clips, video_frames
+from inference.presets import get_preset
 from inference.verify import FPS, VideoInfo, verify_output
 from tasks.audio import AudioError, load_pcm
 from tasks.face import FaceError, default_detector, load_portrait
@@ -702,6 +704,15 @@ class MouthWarpCpuEngine:
             ))
         geometry = face_geometry(faces[0].landmarks, faces[0].landmark_source)
         n_frames = max(1, round(audio_s * FPS))
+        try:
+            cap = get_preset(request.preset).num_clip
+        except KeyError as exc:
+            raise _Abort(Failure(FailureKind.CONFIG_REJECTED, str(exc.args[0]))) from exc
+        # A preview is what Live Avatar makes of it: num_clip clips, then the video (and the
+        # speech with it) stops — both engines agree on what a preview is.
+        clips = planned_clips(samples.size, cap)
+        n_frames = min(n_frames, video_frames(clips))
+        video_s = min(audio_s, n_frames / FPS)
         metrics.clips_planned = math.ceil(n_frames / CLIP_FRAMES)
         animator = MouthWarpAnimator(rgb, geometry, mouth_openings(samples, SAMPLE_RATE, n_frames),
                                      request.seed)
@@ -720,7 +731,7 @@ class MouthWarpCpuEngine:
         # The MP4 is written beside its destination and moved there only once verified; any
         # _Abort inside this block removes it.
         with atomic_path(request.output) as tmp, tempfile.TemporaryFile() as stderr:
-            cmd = self._command(w, h, request.audio, tmp)
+            cmd = self._command(w, h, request.audio, tmp, video_s if video_s < audio_s else None)
             config["command"] = cmd
             note("ffmpeg: " + " ".join(cmd))
             status = self._encode(cmd, animator, deadline, started, progress, metrics, stderr)
@@ -730,19 +741,22 @@ class MouthWarpCpuEngine:
                 tail = stderr.read().decode("utf-8", "replace").strip()[-600:]
                 raise _Abort(Failure(FailureKind.CRASHED,
                                      f"ffmpeg exited with status {status}: {tail}"))
-            info = verify_output(tmp, request.audio_seconds)
+            info = verify_output(tmp, video_s, expected="the speech" if video_s >= audio_s
+                                 else f"{clips} clip(s), capped by the {request.preset} preset")
             if isinstance(info, Failure):
                 raise _Abort(info)
-            problem = _check_stream(info, w, h, n_frames) or _check_audio(tmp, audio_s)
+            problem = _check_stream(info, w, h, n_frames) or _check_audio(tmp, video_s)
             if problem:
                 raise _Abort(problem)
             config["verified"] = {"duration_s": info.duration_s, "frames": info.frames,
                                   "video_codec": info.video_codec,
                                   "audio_codec": info.audio_codec}
 
-    def _command(self, w: int, h: int, audio: Path, out: Path) -> list[str]:
+    def _command(self, w: int, h: int, audio: Path, out: Path, cut_s: float | None = None) -> list[str]:
         # No -frames:v: it makes ffmpeg end the file when the video ends and cut the audio
-        # short. The frame count is exact because exactly round(audio_s * 25) frames are sent.
+        # short. The frame count is exact because exactly round(audio_s * 25) frames are sent;
+        # a preview (`cut_s`) stops both streams where its last clip ends.
+        cut = ["-t", f"{cut_s:.6f}"] if cut_s is not None else []
         return [
             self.ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
             "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}", "-r", str(FPS),
@@ -750,7 +764,7 @@ class MouthWarpCpuEngine:
             "-map", "0:v:0", "-map", "1:a:0",
             "-c:v", "libx264", "-preset", self.x264_preset, "-crf", str(self.crf),
             "-pix_fmt", "yuv420p", "-r", str(FPS),
-            "-c:a", "aac", "-b:a", "128k",
+            "-c:a", "aac", "-b:a", "128k", *cut,
             "-movflags", "+faststart", "-f", "mp4", str(out),
         ]
 
@@ -844,7 +858,7 @@ def _check_stream(info: VideoInfo, w: int, h: int, n_frames: int) -> Failure | N
 
 
 def _check_audio(path: Path, audio_s: float) -> Failure | None:
-    """The audio stream itself must last as long as the speech.
+    """The audio stream itself must last as long as the video should (the speech, or a preview's clips).
 
     verify_output looks at the container's duration, which is the longer of the two streams: a
     file whose audio stops early (ffmpeg does that with -frames:v) passes it.

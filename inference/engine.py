@@ -27,6 +27,9 @@ class FailureKind(StrEnum):
     WRONG_DURATION = "wrong_duration"  # video length does not match the speech
     CRASHED = "crashed"  # any other non-zero exit
     WORKER_DIED = "worker_died"  # a warm worker vanished mid-job
+    # The engine's installation cannot run the job (flash-attn missing, torch.compile broken on
+    # this Python): the same job fails the same way until the environment or a setting changes.
+    ENVIRONMENT = "environment"
 
     @property
     def retryable(self) -> bool:
@@ -67,6 +70,12 @@ class GenerationRequest:
     log_path: Path
     audio_seconds: float
     overrides: dict[str, Any] = field(default_factory=dict)  # expert settings, validated like presets
+    # The speech's sample count at 16 kHz, which sets Live Avatar's clip count; None: from seconds.
+    audio_samples: int | None = None
+
+    @property
+    def samples(self) -> int:
+        return self.audio_samples if self.audio_samples is not None else round(self.audio_seconds * 16_000)
 
 
 @dataclass(frozen=True)
@@ -99,6 +108,11 @@ class GenerationMetrics:
     exit_status: int | None = None
     clips_done: int = 0
     clips_planned: int = 0
+    # Timings read off the engine's progress (None where the engine does not report them):
+    first_step_seconds: float | None = None  # job start → first denoising step (load, prefill, compile)
+    seconds_per_step: float | None = None  # median of one denoising step = one DiT forward
+    seconds_per_clip: float | None = None  # mean time between clips finishing denoising
+    tail_seconds: float | None = None  # last denoising step → verified file (deferred decode, mux)
 
 
 @dataclass

@@ -15,10 +15,11 @@ import collections
 import dataclasses
 import errno
 import fcntl
-import math
+import json
 import os
 import re
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -41,7 +42,15 @@ from inference.engine import (
     Progress,
     ProgressCallback,
 )
-from inference.presets import FPS, Preset, get_preset
+from inference.output_rules import (
+    blocks_per_clip,
+    image_size,
+    output_size,
+    parse_size,
+    planned_clips,
+    video_seconds,
+)
+from inference.presets import Preset, get_preset
 from inference.verify import VideoInfo, verify_output
 
 ENTRY_SCRIPT = "minimal_inference/s2v_streaming_interact.py"
@@ -53,9 +62,8 @@ TRAINING_CONFIG = "liveavatar/configs/s2v_causal_sft.yaml"  # relative to the ch
 ONLINE_DECODE_FLAG = "--enable_online_decode"
 
 SOLVER = "euler"  # unipc and dpm++ pass argparse and then raise
-SAMPLE_STEPS = 4  # the DMD LoRA's fixed schedule; other values raise (1 GPU) or deadlock (5 GPUs)
+SAMPLE_STEPS = 4  # the DMD LoRA's fixed schedule; more raise (1 GPU), other values deadlock (5 GPUs)
 FRAMES_MULTIPLE = 12  # infer_frames / 4 latent frames, in causal blocks of 3
-FRAMES_PER_BLOCK = 12  # one tqdm bar (of SAMPLE_STEPS steps) per block of 12 frames
 MAX_AREA = 720 * 400  # larger areas overflow a fixed-size condition cache and crash
 VALID_SIZES = ("720*400", "704*384", "688*368", "384*256")
 SINGLE_GPU, PIPELINE_GPUS, PIPELINE_DIT_GPUS = 1, 5, 4
@@ -68,6 +76,19 @@ SETTING_DIR = "AVATARFLOW_LIVEAVATAR_DIR"
 SETTING_TORCHRUN = "AVATARFLOW_LIVEAVATAR_TORCHRUN"
 SETTING_CKPT_DIR = "AVATARFLOW_LIVEAVATAR_CKPT_DIR"
 SETTING_LORA = "AVATARFLOW_LIVEAVATAR_LORA"
+SETTING_PYTHON = "AVATARFLOW_LIVEAVATAR_PYTHON"
+SETTING_COMPILE = "AVATARFLOW_LIVEAVATAR_COMPILE"
+
+# The files Live Avatar's loaders open inside the Wan2.2-S2V-14B folder, in the order it opens
+# them (T5, tokenizer, VAE, DiT, wav2vec2), so a partial download is refused before any GPU
+# time is spent, naming what is missing (the loaders' own errors name hub ids, not files).
+T5_CHECKPOINT = "models_t5_umt5-xxl-enc-bf16.pth"
+T5_TOKENIZER_DIR = "google/umt5-xxl"
+VAE_CHECKPOINT = "Wan2.1_VAE.pth"
+DIT_CONFIG = "config.json"
+DIT_INDEX = "diffusion_pytorch_model.safetensors.index.json"
+DIT_SINGLE_FILE = "diffusion_pytorch_model.safetensors"
+WAV2VEC_DIR = "wav2vec2-large-xlsr-53-english"
 
 ENGINE_NAME = "liveavatar"
 
@@ -84,9 +105,15 @@ class LiveAvatarConfig:
     ckpt_dir: Path  # Wan2.2-S2V-14B
     lora_path: Path  # liveavatar.safetensors; must be absolute, or the script downloads it
     torchrun: Path | None = None  # default: <checkout>/.venv/bin/torchrun
+    python: Path | None = None  # Live Avatar's interpreter; default: the python beside torchrun
     fp8: bool = False  # needs compute capability >= 8.9 (checked by the GPU planner)
     offload: bool = True  # single-GPU mode only; the pipeline keeps its weights resident
-    enable_compile: bool = False  # ENABLE_COMPILE=true: slow first start in every new process
+    # ENABLE_COMPILE, always passed explicitly (Live Avatar compiles when it is unset): compiling
+    # happens again in every new process, so it pays off only for a long-lived warm worker.
+    enable_compile: bool = False
+    # Refuse compiling where it is known to fail (Live Avatar's environment on Python >= 3.12);
+    # the GPU acceptance run turns this off to watch the real program fail.
+    refuse_broken_compile: bool = True
     extra_env: Mapping[str, str] = field(default_factory=dict)
     extra_args: tuple[str, ...] = ()  # appended verbatim, for flags a new checkout needs
     timeout_floor_s: float = 1800.0  # covers loading 14 B parameters (and compiling)
@@ -94,12 +121,18 @@ class LiveAvatarConfig:
     kill_grace_s: float = 20.0  # between SIGTERM and SIGKILL of the process group
     master_port_range: tuple[int, int] = (29500, 29899)
     port_lock_dir: Path | None = None  # default: <tmp>/avatarflow-ports (shared by all workers)
-    # How many ranks print the denoising bars in the 5-GPU pipeline; unverified without GPUs.
-    pipeline_progress_ranks: int = 1
 
     @property
     def torchrun_path(self) -> Path:
         return self.torchrun if self.torchrun is not None else self.checkout / ".venv" / "bin" / "torchrun"
+
+    @property
+    def python_path(self) -> Path:
+        if self.python is not None:
+            return self.python
+        beside = self.torchrun_path.parent
+        return next((beside / name for name in ("python", "python3") if (beside / name).exists()),
+                    beside / "python")
 
     def timeout_for(self, video_seconds: float) -> float:
         """Wall-clock limit for one job making `video_seconds` of video."""
@@ -119,7 +152,7 @@ class JobSettings:
 
     @property
     def bars_per_clip(self) -> int:
-        return max(1, self.infer_frames // FRAMES_PER_BLOCK)
+        return blocks_per_clip(self.infer_frames)
 
 
 def resolve_settings(preset: Preset, overrides: Mapping[str, Any]) -> tuple[JobSettings, list[str]]:
@@ -143,36 +176,24 @@ def resolve_settings(preset: Preset, overrides: Mapping[str, Any]) -> tuple[JobS
     return JobSettings(**values), reasons
 
 
-def planned_clips(audio_seconds: float, cap: int | None, infer_frames: int = 48) -> int:
-    """clips = floor(seconds × 25 / frames_per_clip) + 1, capped by the preset's num_clip."""
-    clips = math.floor(audio_seconds * FPS / infer_frames) + 1
-    return min(clips, cap) if cap is not None else clips
-
-
 @dataclass(frozen=True)
 class JobPlan:
-    """What one job will run: the effective settings, the clip count and its wall-clock limit."""
+    """What one job will run and make: settings, clips, the video's length and size, its time limit."""
 
     settings: JobSettings
     clips: int
+    video_seconds: float  # shorter than the speech when num_clip caps the clips (previews)
+    size: tuple[int, int] | None  # (width, height) from the portrait's aspect ratio; None: unknown
     timeout_s: float
 
 
 def plan_job(request: GenerationRequest, preset: Preset, config: LiveAvatarConfig) -> JobPlan:
     settings, _ = resolve_settings(preset, request.overrides)
-    clips = planned_clips(request.audio_seconds, settings.num_clip, settings.infer_frames)
-    video_s = planned_video_seconds(request.audio_seconds, clips, settings.infer_frames)
-    return JobPlan(settings, clips, config.timeout_for(video_s))
-
-
-def planned_video_seconds(audio_seconds: float, clips: int, infer_frames: int = 48) -> float:
-    """Seconds of video the job makes: the audio, or less when num_clip cuts it short."""
-    return min(audio_seconds, (clips * infer_frames - 3) / FPS)
-
-
-def parse_size(size: str) -> tuple[int, int] | None:
-    match = re.fullmatch(r"\s*(\d+)\s*\*\s*(\d+)\s*", size)
-    return (int(match.group(1)), int(match.group(2))) if match else None
+    clips = planned_clips(request.samples, settings.num_clip, settings.infer_frames)
+    seconds = video_seconds(request.samples, clips, settings.infer_frames)
+    image = image_size(request.image)
+    size = output_size(*image, settings.size) if image and parse_size(settings.size) else None
+    return JobPlan(settings, clips, seconds, size, config.timeout_for(seconds))
 
 
 def config_from_settings(settings: Any) -> LiveAvatarConfig:
@@ -184,12 +205,15 @@ def config_from_settings(settings: Any) -> LiveAvatarConfig:
     missing = [f"AVATARFLOW_{name.upper()}" for name in required if not value(name)]
     if missing:
         raise ConfigurationError(f"the Live Avatar engine needs {', '.join(missing)} to be set")
-    torchrun = value("liveavatar_torchrun")
+    torchrun, python = value("liveavatar_torchrun"), value("liveavatar_python")
+    # Absolute (not resolved: a venv's python is a symlink that must stay one), since every
+    # launch runs with the checkout as its working directory.
     return LiveAvatarConfig(
-        checkout=Path(value("liveavatar_dir")).expanduser(),
-        ckpt_dir=Path(value("liveavatar_ckpt_dir")).expanduser(),
+        checkout=Path(value("liveavatar_dir")).expanduser().absolute(),
+        ckpt_dir=Path(value("liveavatar_ckpt_dir")).expanduser().absolute(),
         lora_path=Path(value("liveavatar_lora")).expanduser(),
-        torchrun=Path(torchrun).expanduser() if torchrun else None,
+        torchrun=Path(torchrun).expanduser().absolute() if torchrun else None,
+        python=Path(python).expanduser().absolute() if python else None,
         fp8=bool(value("liveavatar_fp8", False)),
         offload=bool(value("liveavatar_offload", True)),
         enable_compile=bool(value("liveavatar_compile", False)),
@@ -264,20 +288,55 @@ def check_request(
     return reasons
 
 
+def _missing(path: Path, what: str, setting: str) -> str | None:
+    if path.is_file() and path.stat().st_size > 0:
+        return None
+    state = "is empty" if path.is_file() else "not found"
+    return f"{what} {state}: {path} (set {setting})"
+
+
+def _dit_shards(ckpt: Path) -> tuple[list[Path], str | None]:
+    """The DiT's weight files as diffusers will open them, or why they cannot be listed."""
+    index = ckpt / DIT_INDEX
+    if index.is_file():
+        try:
+            weight_map = json.loads(index.read_text()).get("weight_map") or {}
+        except (OSError, ValueError) as exc:
+            return [], f"the DiT shard index {index} cannot be read ({exc}); re-download it"
+        return [ckpt / name for name in sorted(set(weight_map.values()))], None
+    return [ckpt / DIT_SINGLE_FILE], None
+
+
 def check_weights(config: LiveAvatarConfig) -> list[str]:
-    """Missing weights, each naming the path and the setting to configure."""
-    missing = []
+    """Every weight file Live Avatar's loaders will open that is missing, naming it and the setting."""
     ckpt = config.ckpt_dir
-    if not ckpt.is_dir() or not any(ckpt.iterdir()):
-        missing.append(
-            f"Wan2.2-S2V-14B checkpoint directory not found or empty: {ckpt} (set {SETTING_CKPT_DIR})"
-        )
-    if config.lora_path.is_absolute() and not config.lora_path.is_file():
-        missing.append(f"Live Avatar LoRA file not found: {config.lora_path} (set {SETTING_LORA})")
-    return missing
+    if not ckpt.is_dir():
+        return [f"Wan2.2-S2V-14B checkpoint folder not found: {ckpt} (set {SETTING_CKPT_DIR})"]
+    tokenizer, wav2vec = ckpt / T5_TOKENIZER_DIR, ckpt / WAV2VEC_DIR
+    checks = [
+        _missing(ckpt / T5_CHECKPOINT, "T5 text encoder", SETTING_CKPT_DIR),
+        _missing(tokenizer / "tokenizer_config.json", "T5 tokenizer", SETTING_CKPT_DIR),
+        _missing(ckpt / VAE_CHECKPOINT, "VAE", SETTING_CKPT_DIR),
+        _missing(ckpt / DIT_CONFIG, "DiT config", SETTING_CKPT_DIR),
+    ]
+    if not any((tokenizer / name).is_file() for name in ("tokenizer.json", "spiece.model")):
+        checks.append(f"T5 tokenizer vocabulary not found: {tokenizer}/tokenizer.json or spiece.model "
+                      f"(set {SETTING_CKPT_DIR})")
+    shards, problem = _dit_shards(ckpt)
+    checks.append(problem)
+    checks += [_missing(shard, "DiT weights", SETTING_CKPT_DIR) for shard in shards]
+    checks += [_missing(wav2vec / name, "wav2vec2 audio encoder file", SETTING_CKPT_DIR)
+               for name in ("config.json", "preprocessor_config.json")]
+    if not any((wav2vec / name).is_file() for name in ("model.safetensors", "pytorch_model.bin")):
+        checks.append(f"wav2vec2 audio encoder weights not found: {wav2vec}/model.safetensors or "
+                      f"pytorch_model.bin (set {SETTING_CKPT_DIR})")
+    if config.lora_path.is_absolute():
+        checks.append(_missing(config.lora_path, "Live Avatar LoRA", SETTING_LORA))
+    return [c for c in checks if c]
 
 
 def check_installation(config: LiveAvatarConfig) -> list[str]:
+    """Settings that point at no usable Live Avatar checkout or launcher."""
     problems = []
     if not (config.checkout / ENTRY_SCRIPT).is_file():
         problems.append(f"{ENTRY_SCRIPT} not found in the Live Avatar checkout {config.checkout} "
@@ -286,6 +345,74 @@ def check_installation(config: LiveAvatarConfig) -> list[str]:
         problems.append(f"torchrun not found or not executable: {config.torchrun_path} "
                         f"(set {SETTING_TORCHRUN})")
     return problems
+
+
+@dataclass(frozen=True)
+class EnvironmentReport:
+    """What Live Avatar's own interpreter has: probed once, in the environment jobs run with."""
+
+    python_version: tuple[int, int] | None
+    flash_attention: bool  # flash_attn (2) or flash_attn_interface (3) importable
+    problem: str | None = None  # why the probe itself failed
+
+    def problems(self, config: LiveAvatarConfig, env: Mapping[str, str] | None = None) -> list[str]:
+        if self.problem:
+            return [self.problem]
+        found = [] if self.flash_attention else [
+            "FlashAttention is not installed in Live Avatar's environment: its text and audio "
+            "cross-attention assert flash-attn 2 or 3 at the first DiT forward. Install it there "
+            f"(`{config.python_path} -m pip install flash-attn --no-build-isolation`)"]
+        captures = (env or {}).get("TORCHDYNAMO_CAPTURE_SCALAR_OUTPUTS") == "1"
+        if (config.enable_compile and config.refuse_broken_compile and not captures and self.python_version
+                and self.python_version >= COMPILE_BROKEN_FROM_PYTHON):
+            found.append(
+                f"compiling is on ({SETTING_COMPILE}=true) but Live Avatar's environment runs Python "
+                f"{self.python_version[0]}.{self.python_version[1]}: torch.compile fails there at the "
+                "first DiT forward (UnboundLocalError in attention.py flash_attention, a dynamo bug "
+                f"with inlined comprehensions). {COMPILE_REMEDY}")
+        return found
+
+
+# Measured with torch 2.11 on Python 3.12 (GPU acceptance run); Live Avatar documents Python 3.10.
+COMPILE_BROKEN_FROM_PYTHON = (3, 12)
+COMPILE_REMEDY = (
+    f"Set {SETTING_COMPILE}=false, run Live Avatar on Python 3.10 as it documents, or add "
+    "TORCHDYNAMO_CAPTURE_SCALAR_OUTPUTS=1 to its environment (that made the failing function "
+    "compile and run in isolation on Python 3.12 / torch 2.11; a whole compiled job has not been "
+    "measured)")
+_PROBE = (
+    "import importlib.util as u, json, sys\n"
+    "print(json.dumps({'python': sys.version_info[:2], 'flash': any(u.find_spec(m) is not None "
+    "for m in ('flash_attn_interface', 'flash_attn'))}))"
+)
+_probed: dict[tuple[str, str, int], EnvironmentReport] = {}
+_probe_lock = threading.Lock()
+
+
+def probe_environment(config: LiveAvatarConfig, env: Mapping[str, str]) -> EnvironmentReport:
+    """Ask Live Avatar's interpreter (with the jobs' environment) what it has; healthy answers are cached."""
+    key = (str(config.python_path), str(config.checkout), hash(frozenset(env.items())))
+    with _probe_lock:
+        if key in _probed:
+            return _probed[key]
+    python = config.python_path
+    if not os.access(python, os.X_OK):
+        return EnvironmentReport(None, False, f"Live Avatar's python not found or not executable: {python} "
+                                              f"(set {SETTING_PYTHON})")
+    try:
+        done = subprocess.run([str(python), "-c", _PROBE], cwd=config.checkout, env=dict(env),
+                              capture_output=True, text=True, timeout=60)
+        data = json.loads(done.stdout.strip().splitlines()[-1]) if done.returncode == 0 else None
+    except (OSError, subprocess.TimeoutExpired, ValueError, IndexError) as exc:
+        return EnvironmentReport(None, False, f"could not query Live Avatar's python {python}: {exc}")
+    if data is None:
+        return EnvironmentReport(None, False, f"Live Avatar's python {python} failed: "
+                                              f"{(done.stderr or '').strip()[-300:]}")
+    report = EnvironmentReport(tuple(data["python"]), bool(data["flash"]))  # type: ignore[arg-type]
+    if report.flash_attention:
+        with _probe_lock:
+            _probed[key] = report
+    return report
 
 
 def preflight(
@@ -304,6 +431,17 @@ def preflight(
     missing = check_weights(config)
     if missing:
         return preset, Failure(FailureKind.MISSING_WEIGHTS, "; ".join(missing))
+    if installation:
+        env = build_env(gang, config)
+        problems = probe_environment(config, env).problems(config, env)
+        if shutil.which("ffmpeg", path=env.get("PATH")) is None:
+            # merge_video_audio runs plain `ffmpeg`, and a failure there is swallowed: the job
+            # would run to the end and leave a video without sound.
+            problems.append("no `ffmpeg` on the PATH Live Avatar runs with: it muxes the soundtrack "
+                            "with it (imageio-ffmpeg's bundled binary is not on PATH); install ffmpeg "
+                            "or add its folder to PATH")
+        if problems:
+            return preset, Failure(FailureKind.ENVIRONMENT, "; ".join(problems))
     return preset, None
 
 
@@ -339,16 +477,16 @@ def load_arguments(gang: GpuGang, config: LiveAvatarConfig) -> dict[str, Any]:
     return args
 
 
-def job_arguments(request: GenerationRequest, settings: JobSettings, save_file: Path) -> dict[str, Any]:
+def job_arguments(request: GenerationRequest, plan: JobPlan, save_file: Path) -> dict[str, Any]:
     """Arguments of one generation: always every input explicit (else built-in examples are used)."""
-    clips = planned_clips(request.audio_seconds, settings.num_clip, settings.infer_frames)
+    settings = plan.settings
     return {
         "prompt": request.prompt,
         "image": str(request.image),
         "audio": str(request.audio),
         "save_file": str(save_file),
         "size": settings.size,
-        "num_clip": clips,
+        "num_clip": plan.clips,
         "infer_frames": settings.infer_frames,
         "sample_steps": settings.sample_steps,
         "sample_solver": settings.solver,
@@ -372,11 +510,17 @@ def to_cli(args: Mapping[str, Any]) -> list[str]:
 
 
 def torchrun_prefix(gang: GpuGang, config: LiveAvatarConfig, master_port: int) -> list[str]:
-    return [
+    argv = [
         str(config.torchrun_path),
         "--nproc_per_node", str(len(gang.devices)),
         "--master_port", str(master_port),
     ]
+    if len(gang.devices) > 1:
+        # Every pipeline rank prints the denoising bars; with --tee torchrun prefixes each rank's
+        # stderr lines with "[default<rank>]:", so progress can be counted on one rank only.
+        # stderr only (2): stdout stays unprefixed, as the warm worker's JSON messages must.
+        argv += ["--tee", "2"]
+    return argv
 
 
 def build_env(gang: GpuGang, config: LiveAvatarConfig) -> dict[str, str]:
@@ -389,8 +533,8 @@ def build_env(gang: GpuGang, config: LiveAvatarConfig) -> dict[str, str]:
     env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
     env["PYTHONUNBUFFERED"] = "1"  # stream progress and errors as they happen
     env.setdefault("NCCL_DEBUG", "WARN")
-    if config.enable_compile:
-        env["ENABLE_COMPILE"] = "true"
+    # Live Avatar compiles when ENABLE_COMPILE is unset: say what we mean either way.
+    env["ENABLE_COMPILE"] = "true" if config.enable_compile else "false"
     env.update(config.extra_env)
     return env
 
@@ -404,13 +548,13 @@ def build_command(
     save_file: Path | None = None,
 ) -> tuple[list[str], dict[str, str]]:
     """The torchrun argv (run with the checkout as cwd) and its environment."""
-    settings, _ = resolve_settings(preset, request.overrides)
+    plan = plan_job(request, preset, config)
     save_file = save_file if save_file is not None else partial_output_path(request.output)
     argv = [
         *torchrun_prefix(gang, config, master_port),
         ENTRY_SCRIPT,
         *to_cli(load_arguments(gang, config)),
-        *to_cli(job_arguments(request, settings, save_file)),
+        *to_cli(job_arguments(request, plan, save_file)),
         *config.extra_args,
     ]
     return argv, build_env(gang, config)
@@ -502,46 +646,107 @@ def port_is_free(port: int) -> bool:
 # Progress
 
 
-_BAR = re.compile(r"^(?:\[[^\]]*\]:?\s*)?\s*(\d{1,3})%\|[^|]*\|\s*(\d+)/(\d+)")
+_BAR = re.compile(r"^\s*(\d{1,3})%\|[^|]*\|\s*(\d+)/(\d+)")
+_RATE = re.compile(r"([\d.]+)\s*(s/it|it/s)\]")
+# torchrun --tee's line header: "[default3]:" (role "default", local rank 3).
+_RANK_HEADER = re.compile(r"\[[A-Za-z_]*(\d+)\]:")
 
 
 class TqdmProgress:
-    """Turns Live Avatar's denoising bars into clips done.
+    """Turns Live Avatar's denoising bars into clips done, and times them.
 
     Each clip runs `bars_per_clip` blocks (4 at 48 frames), each with one tqdm bar over the 4
     sampling steps. tqdm repaints a bar in place with \\r and ends it with \\n when it closes, so a
-    bar is finished exactly when a segment showing n == total ends a line; the in-place repaints
-    of the same state do not count twice. Bars with a description ("Loading checkpoint shards:
-    100%|...| 4/4") are not denoising bars and never match.
+    bar is finished when it first shows n == total after showing less; repaints of the same state
+    do not count twice. Bars with a description ("Loading checkpoint shards: 100%|...| 4/4") are
+    not denoising bars and never match.
+
+    In the 5-GPU pipeline every rank prints its own bars (the decoding rank races through its
+    bars first). torchrun's --tee header ("[default3]:") says whose text follows; only the bars
+    of `count_rank` are counted — the last denoising rank, whose bar closes when a block's last
+    step is done. Text without a header belongs to the last header seen.
     """
 
     def __init__(self, clips_planned: int, *, bars_per_clip: int = 4, steps_per_bar: int = SAMPLE_STEPS,
-                 ranks_printing: int = 1) -> None:
+                 count_rank: int | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self.clips_planned = clips_planned
         self.bars_per_clip = bars_per_clip
         self.steps_per_bar = steps_per_bar
-        self.ranks_printing = max(1, ranks_printing)
+        self.count_rank = count_rank
         self.bars_done = 0
+        self._clock = clock
+        self._rank: int | None = None
+        self._bar_open: dict[int | None, bool] = {}  # per rank: a bar is showing n < total
+        self._rank_of_last_rate: int | None = None
+        self.started = clock()
+        self.first_step_at: float | None = None  # when the first denoising bar appeared
+        self.clip_ends: list[float] = []
+        self.last_bar_at: float | None = None
+        self.step_rates: list[float] = []  # seconds per step, as tqdm printed it when a bar closed
 
     @property
     def clips_done(self) -> int:
-        clips = self.bars_done // (self.bars_per_clip * self.ranks_printing)
-        return min(clips, self.clips_planned)
+        return min(self.bars_done // self.bars_per_clip, self.clips_planned)
 
     def feed(self, segment: str, ends_line: bool = True) -> Progress | None:
         """Read one stderr segment (ended by \\n when `ends_line`, else by \\r); a Progress per clip done."""
-        match = _BAR.match(segment)
-        if not match or not ends_line:
+        pieces = _RANK_HEADER.split(segment)  # [text, rank, text, rank, text, ...]
+        update = None
+        for i in range(0, len(pieces), 2):
+            if i:
+                self._rank = int(pieces[i - 1])
+            update = self._read(pieces[i]) or update
+        return update
+
+    def _read(self, text: str) -> Progress | None:
+        if self.count_rank is not None and self._rank != self.count_rank:
+            return None
+        match = _BAR.match(text)
+        if not match:
             return None
         n, total = int(match.group(2)), int(match.group(3))
-        if total != self.steps_per_bar or n != total:
+        if total != self.steps_per_bar:
             return None
-        before = self.clips_done
+        now = self._clock()
+        if self.first_step_at is None:
+            self.first_step_at = now
+        if n != total:
+            self._bar_open[self._rank] = True
+            return None
+        # A bar is done when it reaches n == total after showing less. tqdm repaints the final
+        # state (ended by \r, then again by \n on close), and torchrun's --tee turns every repaint into
+        # a line of its own: only the first n == total after n < total counts.
+        rate = _RATE.search(text)
+        per_step = None
+        if rate and float(rate.group(1)) > 0:
+            value = float(rate.group(1))
+            per_step = value if rate.group(2) == "s/it" else 1.0 / value
+        if not self._bar_open.get(self._rank, False):
+            if per_step is not None and self.step_rates and self._rank_of_last_rate == self._rank:
+                self.step_rates[-1] = per_step  # tqdm's closing repaint has the bar's final rate
+            return None
+        self._bar_open[self._rank] = False
         self.bars_done += 1
-        if self.clips_done != before:
-            done, planned = self.clips_done, self.clips_planned
-            return Progress(done, planned, f"clip {done}/{planned}")
-        return None
+        self.last_bar_at = now
+        if per_step is not None:
+            self.step_rates.append(per_step)
+            self._rank_of_last_rate = self._rank
+        if self.bars_done % self.bars_per_clip or self.bars_done // self.bars_per_clip > self.clips_planned:
+            return None
+        self.clip_ends.append(now)
+        done, planned = self.clips_done, self.clips_planned
+        return Progress(done, planned, f"clip {done}/{planned}")
+
+    def timings(self) -> dict[str, float | None]:
+        """first_step_seconds, seconds_per_step, seconds_per_clip, as GenerationMetrics names them."""
+        first = self.first_step_at - self.started if self.first_step_at is not None else None
+        per_step = sorted(self.step_rates)[len(self.step_rates) // 2] if self.step_rates else None
+        per_clip = None
+        if len(self.clip_ends) > 1:
+            per_clip = (self.clip_ends[-1] - self.clip_ends[0]) / (len(self.clip_ends) - 1)
+        elif self.clip_ends and self.first_step_at is not None:
+            per_clip = self.clip_ends[0] - self.first_step_at
+        return {"first_step_seconds": first, "seconds_per_step": per_step, "seconds_per_clip": per_clip}
 
     def feed_text(self, text: str) -> list[Progress]:
         """Feed a whole captured stderr text (as a recorded log); the Progress updates in order."""
@@ -595,29 +800,125 @@ def pid_alive(pid: int) -> bool:
     return stat[stat.rfind(")") + 2:].split()[0] != "Z"
 
 
+def _descendants(root: int) -> list[int]:
+    """Live descendants of `root`, from /proc (in whatever session or group they now are)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2:].split()
+        if len(fields) > 1 and fields[0] != "Z":
+            children.setdefault(int(fields[1]), []).append(int(entry))
+    found, stack = [], [root]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            found.append(child)
+            stack.append(child)
+    return found
+
+
+def _signal_all(pgid: int, pids: list[int], sig: signal.Signals) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        pass
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+class ProcessTree:
+    """Remembers a launcher's descendants while it runs (a thread looks every `interval_s`).
+
+    When torchrun dies abnormally its ranks are re-parented and, being in sessions of their
+    own, escape both the process group and the parent chain: only pids seen earlier can still
+    be found. Each is remembered with its start time, so a reused pid is never signalled.
+    """
+
+    def __init__(self, root: int, interval_s: float = 2.0) -> None:
+        self.root = root
+        self._seen: dict[int, str] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, args=(interval_s,), daemon=True)
+        self._thread.start()
+
+    def _watch(self, interval_s: float) -> None:
+        while True:
+            self.refresh()
+            if self._stop.wait(interval_s):
+                return
+
+    def refresh(self) -> None:
+        for pid in _descendants(self.root):
+            if pid not in self._seen and (started := _start_time(pid)):
+                self._seen[pid] = started
+
+    def survivors(self) -> list[int]:
+        """Remembered descendants that are still alive (and still the same processes)."""
+        return [pid for pid, started in list(self._seen.items())
+                if pid_alive(pid) and _start_time(pid) == started]
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def _start_time(pid: int) -> str | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rfind(")") + 2:].split()
+    return fields[19] if len(fields) > 19 else None
+
+
+def kill_survivors(tree: ProcessTree, grace_s: float) -> list[int]:
+    """SIGTERM, then SIGKILL, the remembered descendants still alive; the pids that were."""
+    tree.stop()
+    left = tree.survivors()
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in left:
+            try:
+                os.kill(pid, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
+        end = time.monotonic() + (grace_s if sig == signal.SIGTERM else 5.0)
+        while time.monotonic() < end and any(pid_alive(p) for p in left):
+            time.sleep(0.05)
+    return left
+
+
 def kill_process_group(proc: subprocess.Popen[Any], grace_s: float) -> None:
-    """SIGTERM the whole group (torchrun and every rank and helper), wait, then SIGKILL what is left."""
+    """SIGTERM torchrun's group and every descendant, wait, then SIGKILL whatever is left.
+
+    torchrun starts each rank in a session of its own, outside the launcher's process group, and
+    waits 30 s for ranks that ignore SIGTERM: the descendants are listed before anything is
+    signalled, so a rank never outlives the kill holding its GPU.
+    """
     pgid = proc.pid  # start_new_session=True made the child its group's leader
-    try:
-        os.killpg(pgid, signal.SIGTERM)
-    except ProcessLookupError:
-        pass
+    tree = _descendants(proc.pid)
+    _signal_all(pgid, tree, signal.SIGTERM)
+
+    def alive() -> bool:
+        return proc.poll() is None or bool(_group_members(pgid)) or any(pid_alive(p) for p in tree)
+
     deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None and not _group_members(pgid):
-            break
+    while time.monotonic() < deadline and alive():
         time.sleep(0.05)
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+    tree += [p for p in _descendants(proc.pid) if p not in tree]
+    _signal_all(pgid, tree, signal.SIGKILL)
     try:
         proc.wait(timeout=max(grace_s, 5.0))
     except subprocess.TimeoutExpired:
         pass
-    # Members reparented to init die from the SIGKILL; wait briefly until they are gone.
+    # Processes reparented to init die from the SIGKILL; wait briefly until they are gone.
     end = time.monotonic() + 5.0
-    while _group_members(pgid) and time.monotonic() < end:
+    while (_group_members(pgid) or any(pid_alive(p) for p in tree)) and time.monotonic() < end:
         time.sleep(0.05)
 
 
@@ -686,12 +987,25 @@ _NCCL = re.compile(
     r"|DistBackendError|ncclRemoteError"
 )
 _SOLVER = re.compile(r"Unsupported solver|NotImplementedError:.*solver")
-# More than 4 steps index a per-step KV cache that does not exist: kv_cache1[str(i+1)] -> KeyError.
-_STEPS = re.compile(r"kv_cache1\[str\(i ?\+ ?1\)\][\s\S]*KeyError: '\d+'")
+# More than 4 steps index a per-step KV cache that does not exist: on one GPU the fifth step's
+# _move_kv_cache_to_working_gpu reads self.kv_cache1[str(moved_id)] -> KeyError: '5'.
+_STEPS = re.compile(r"(?:_move_kv_cache_to_working_gpu|kv_cache1\[str\()[\s\S]*KeyError: '\d+'")
+# save_video swallowed its error and wrote nothing; merge_video_audio then raises outside its try.
+_NO_VIDEO = re.compile(r"FileNotFoundError: video file (\S+) does not exist")
 _MISSING_FILE = re.compile(
     r"(?:FileNotFoundError|No such file or directory|does not appear to have a file named"
-    r"|Can't load|Repository Not Found|LocalEntryNotFoundError)[^\n]*"
+    r"|Can't load|Repository Not Found|LocalEntryNotFoundError|no file named [\w.]+ found in directory"
+    r"|is not a local folder and is not a valid model identifier|Incorrect path_or_model_id"
+    r"|OfflineModeIsEnabled|couldn't connect to 'https://huggingface.co')[^\n]*"
 )
+_NO_MODULE = re.compile(r"ModuleNotFoundError: No module named '([\w.]+)'")
+# Text and audio cross-attention call flash_attention, which asserts FlashAttention 2 when 3 is absent.
+_FLASH_MISSING = re.compile(r"assert FLASH_ATTN_2_AVAILABLE|FLASH_ATTN_2_AVAILABLE")
+# torch.compile on Python >= 3.12 (torch 2.11): a dynamo resume function after a graph break in
+# attention.py's `[u[:v] for u, v in zip(v, k_lens)]` reads the comprehension's `v` unbound.
+_COMPILE_UNBOUND = re.compile(r"UnboundLocalError: cannot access local variable")
+_COMPILE_FAILED = re.compile(
+    r"torch\._dynamo\.exc\.\w+|BackendCompilerFailed|InductorError|torch\._inductor\.exc\.\w+")
 
 
 def classify_text(text: str, config: LiveAvatarConfig | None = None) -> Failure | None:
@@ -720,6 +1034,36 @@ def classify_text(text: str, config: LiveAvatarConfig | None = None) -> Failure 
             FailureKind.CONFIG_REJECTED,
             f"the engine has one KV cache per sampling step: sample_steps must be {SAMPLE_STEPS}",
         )
+    if match := _NO_VIDEO.search(text):
+        return Failure(FailureKind.NO_OUTPUT,
+                       f"Live Avatar wrote no video file ({match.group(1)}): its save_video swallowed "
+                       "the error (look for 'save_video failed' in the log); the mux then failed")
+    if match := _NO_MODULE.search(text):
+        return Failure(
+            FailureKind.ENVIRONMENT,
+            f"Live Avatar's environment lacks the Python module {match.group(1)!r} "
+            f"({_last_line(text, _NO_MODULE)}); install Live Avatar's requirements there",
+        )
+    if _FLASH_MISSING.search(text) and "AssertionError" in text:
+        return Failure(
+            FailureKind.ENVIRONMENT,
+            "FlashAttention is not installed in Live Avatar's environment: its text and audio "
+            "cross-attention assert flash-attn 2 or 3 at the first DiT forward; install flash-attn "
+            "there (pip install flash-attn --no-build-isolation)",
+        )
+    if _COMPILE_UNBOUND.search(text) and ("_dynamo" in text or "flash_attention" in text):
+        return Failure(
+            FailureKind.ENVIRONMENT,
+            "torch.compile failed at the first DiT forward (" + _last_line(text, _COMPILE_UNBOUND)
+            + "): a dynamo bug with Python >= 3.12's inlined comprehensions in Live Avatar's "
+            f"attention.py. {COMPILE_REMEDY}",
+        )
+    if _COMPILE_FAILED.search(text):
+        return Failure(
+            FailureKind.ENVIRONMENT,
+            f"torch.compile failed ({_last_line(text, _COMPILE_FAILED)}); set {SETTING_COMPILE}=false "
+            "or fix the compiler toolchain of Live Avatar's environment",
+        )
     for line in reversed(text.splitlines()):
         if _MISSING_FILE.search(line) and _names_weights(line, config):
             return Failure(FailureKind.MISSING_WEIGHTS,
@@ -728,7 +1072,8 @@ def classify_text(text: str, config: LiveAvatarConfig | None = None) -> Failure 
 
 
 def _names_weights(line: str, config: LiveAvatarConfig | None) -> bool:
-    needles = ["ckpt", "safetensors", "Wan2.2", ".pth", "lora", "wav2vec", "umt5", "Quark-Vision"]
+    needles = ["ckpt", "safetensors", "Wan2.2", ".pth", "lora", "wav2vec", "umt5", "Quark-Vision",
+               "config.json", "huggingface.co", "model identifier"]
     if config is not None:
         needles += [str(config.ckpt_dir), str(config.lora_path)]
     return any(n.lower() in line.lower() for n in needles)
@@ -773,9 +1118,11 @@ def last_error_line(tail: str) -> str:
     return " | ".join(tail.strip().splitlines()[-5:])[-800:]
 
 
-def finalize_output(partial: Path, request: GenerationRequest) -> VideoInfo | Failure:
-    """Verify the engine's file; move it to `request.output` only when it is sound."""
-    checked = verify_output(partial, request.audio_seconds)
+def finalize_output(partial: Path, request: GenerationRequest, plan: JobPlan) -> VideoInfo | Failure:
+    """Verify the engine's file against the plan; move it to `request.output` only when it is sound."""
+    expected = ("the speech" if plan.video_seconds >= request.audio_seconds - 1e-6 else
+                f"{plan.clips} clip(s) of {plan.settings.infer_frames} frames, capped by num_clip")
+    checked = verify_output(partial, plan.video_seconds, expected=expected)
     if isinstance(checked, Failure):
         partial.unlink(missing_ok=True)
         return checked
@@ -791,6 +1138,27 @@ def finalize_output(partial: Path, request: GenerationRequest) -> VideoInfo | Fa
     except OSError:
         pass
     return checked
+
+
+def plan_record(plan: JobPlan) -> dict[str, Any]:
+    """The plan as recorded on the attempt."""
+    return {"settings": dataclasses.asdict(plan.settings), "num_clip": plan.clips,
+            "video_seconds": round(plan.video_seconds, 3), "timeout_s": plan.timeout_s,
+            "planned_size": list(plan.size) if plan.size else None}
+
+
+def verified_record(info: VideoInfo, plan: JobPlan) -> dict[str, Any]:
+    """What verification found, and whether the picture has the size Live Avatar's rule predicts."""
+    size = [info.width, info.height]
+    return {"size": size, "fps": round(info.fps, 3), "duration_s": round(info.duration_s, 3),
+            "audio_duration_s": info.audio_duration_s, "frames": info.frames,
+            "video_codec": info.video_codec, "audio_codec": info.audio_codec,
+            "size_as_planned": plan.size is None or list(plan.size) == size}
+
+
+def progress_rank(gang: GpuGang) -> int | None:
+    """The rank whose bars are counted: None on one GPU, the last denoising rank in the pipeline."""
+    return PIPELINE_DIT_GPUS - 1 if len(gang.devices) == PIPELINE_GPUS else None
 
 
 # --------------------------------------------------------------------------------------------
@@ -876,6 +1244,7 @@ def run_job_process(
                 progress(update)
 
     sink.write(f"$ (cd {shlex.quote(str(cwd))} && {shlex.join(argv)})")
+    tracker.started = started  # timings count from the launch
     try:
         proc = subprocess.Popen(
             argv, cwd=cwd, env=dict(env), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -886,6 +1255,7 @@ def run_job_process(
         sink.close()
         return RunOutcome(None, False, f"could not start {argv[0]}: {exc}", 0.0, 0, None)
     assert proc.stdout is not None and proc.stderr is not None
+    tree = ProcessTree(proc.pid)
     readers = [
         threading.Thread(target=pump, args=(proc.stdout, on_stdout), daemon=True),
         threading.Thread(target=pump, args=(proc.stderr, on_stderr), daemon=True),
@@ -898,14 +1268,19 @@ def run_job_process(
         if _group_members(proc.pid):
             sink.write("avatarflow: processes of the job outlived it; killing the process group")
             kill_process_group(proc, grace_s)
+        if left := kill_survivors(tree, grace_s):
+            sink.write(f"avatarflow: ranks {left} outlived torchrun; killed them")
     except subprocess.TimeoutExpired:
         timed_out = True
         sink.write(f"avatarflow: no result after {timeout_s:.0f} s; killing the process group {proc.pid}")
         kill_process_group(proc, grace_s)
+        kill_survivors(tree, grace_s)
     except BaseException:
         kill_process_group(proc, grace_s)  # never leave GPUs held by an orphan
+        kill_survivors(tree, grace_s)
         raise
     finally:
+        tree.stop()
         for reader in readers:
             reader.join(timeout=10)
         proc.stdout.close()
@@ -939,18 +1314,15 @@ class LiveAvatarEngine:
         partial = partial_output_path(request.output)
         request.output.parent.mkdir(parents=True, exist_ok=True)
         partial.unlink(missing_ok=True)  # a previous attempt's leftovers must not pass as this one's
-        tracker = TqdmProgress(
-            clips, bars_per_clip=settings.bars_per_clip, steps_per_bar=settings.sample_steps,
-            ranks_printing=self.config.pipeline_progress_ranks if len(gang.devices) > 1 else 1,
-        )
+        tracker = TqdmProgress(clips, bars_per_clip=settings.bars_per_clip,
+                               steps_per_bar=settings.sample_steps, count_rank=progress_rank(gang))
         sampler = self.sampler_factory(gang)
         with self.ports.acquire() as lease:
             argv, env = build_command(request, gang, preset, self.config, lease.port, partial)
             config_record = {
                 "mode": "per_job", "argv": argv, "cwd": str(self.config.checkout),
                 "cuda_visible_devices": env["CUDA_VISIBLE_DEVICES"], "master_port": lease.port,
-                "settings": dataclasses.asdict(settings), "num_clip": clips, "timeout_s": timeout_s,
-                "gang": gang.name,
+                "enable_compile": env.get("ENABLE_COMPILE"), **plan_record(plan), "gang": gang.name,
             }
             sampler.start()
             try:
@@ -961,17 +1333,21 @@ class LiveAvatarEngine:
         metrics = GenerationMetrics(
             first_clip_seconds=outcome.first_clip_seconds, total_seconds=outcome.seconds,
             peak_memory_mb=dict(samples.peak_memory_mb), mean_utilisation=samples.mean_utilisation,
-            exit_status=outcome.exit_status,
-            clips_done=outcome.clips_done, clips_planned=clips,
+            exit_status=outcome.exit_status, clips_done=outcome.clips_done, clips_planned=clips,
+            **tracker.timings(),
         )
         failure = classify_exit(outcome.exit_status, outcome.tail, timed_out=outcome.timed_out,
                                 timeout_s=timeout_s, config=self.config)
         if failure is None:
-            checked = finalize_output(partial, request)
+            checked = finalize_output(partial, request, plan)
             if isinstance(checked, Failure):
                 failure = checked
+            else:
+                config_record["output"] = verified_record(checked, plan)
         else:
             partial.unlink(missing_ok=True)
+        if tracker.last_bar_at is not None:
+            metrics.tail_seconds = tracker.started + outcome.seconds - tracker.last_bar_at
         if failure is not None:
             return GenerationResult(self.name, config_record, failure=failure, metrics=metrics)
         return GenerationResult(self.name, config_record, output=request.output, metrics=metrics)

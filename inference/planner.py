@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from inference.gpus import GpuInfo, known_model
+from inference.output_rules import output_size
 from inference.presets import FPS, PRESETS, Preset
 from inference.validation import (
     CONSUMER_24GB_MAX_MB,
@@ -34,6 +35,9 @@ from inference.validation import (
 )
 
 Precision = Literal["bf16", "fp8"]
+Image = tuple[int, int] | None  # (width, height) of the portrait; None: a frame of the size itself
+# avatarflow's face crop: every portrait reaches the engine as 512×512 (tasks/face.py).
+PORTRAIT: tuple[int, int] = (512, 512)
 Topology = Literal["single", "pipeline", "fsdp"]
 
 # --- published parameters (DESIGN.md, "The real generator") ----------------------------------
@@ -67,6 +71,13 @@ NCCL_BUFFERS_GB = 0.5
 # Assumption (order of magnitude only): the VAE rank's decode workspace at 704*384, scaled
 # with N. It never sets the pipeline's peak; the DiT ranks do.
 VAE_DECODE_WORKSPACE_GB_AT_REFERENCE = 4.0
+# The DMD LoRA (rank 128 on every q, k, v, o, ffn.0, ffn.2 of the DiT, audio injector included):
+# 896 tensors, 1.35 GB in bf16, as built from Live Avatar's own classes (benchmarks/gpu).
+LORA_GB = 1.35
+# Measured (H200, 2026-12-01, benchmarks/gpu/results): an fp8 preview peaked at 37.97 GB while
+# loading — the bf16 DiT (34), the LoRA (1.35) and the context (0.6) leave 2.0 GB for the fp8
+# conversion's workspace and the allocator's cached blocks. Fitted to that one run.
+FP8_CONVERSION_GB = 2.0
 # Third-party measurement, not verified here (Chinese deployment write-ups of Live Avatar on
 # 5 × RTX 4090, 2026): FSDP loads ≈ 21.48 GB per GPU and needs ≈ 4.17 GB more to unshard the
 # parameters for a forward pass, 25.65 GB against ≈ 22.15 GB usable. Used as the unshard peak.
@@ -79,27 +90,31 @@ PUBLISHED_PIPELINE_RANK_FP8_GB = 45.0
 GB = 1e9
 
 
-def tokens_per_frame(size: str) -> int:
-    """N = (H/16)(W/16): latent tokens per latent frame (VAE ÷8 spatially, patch 2×2)."""
+def tokens_per_frame(size: str, image: Image = None) -> int:
+    """N = (H/16)(W/16): latent tokens per latent frame (VAE ÷8 spatially, patch 2×2).
+
+    H and W are those of the video Live Avatar makes: from the portrait's aspect ratio within the
+    size's area (`image`, e.g. avatarflow's 512×512 crop), or the size itself when `image` is None.
+    """
     parsed = parse_size(size)
     if parsed is None:
         raise ValueError(f"size must be WIDTH*HEIGHT, got {size!r}")
-    width, height = parsed
+    width, height = output_size(*image, size) if image is not None else parsed
     return (height // 16) * (width // 16)
 
 
-def kv_cache_bytes(size: str) -> int:
+def kv_cache_bytes(size: str, image: Image = None) -> int:
     """One KV cache: 40 layers × 2 (K and V) × 12·N tokens × 40 heads × 128 × 2 bytes."""
-    n = tokens_per_frame(size)
+    n = tokens_per_frame(size, image)
     return KV_LAYERS * 2 * KV_LATENT_FRAMES * n * KV_HEADS * KV_HEAD_DIM * KV_BYTES
 
 
-def kv_cache_gb(size: str) -> float:
-    return kv_cache_bytes(size) / GB
+def kv_cache_gb(size: str, image: Image = None) -> float:
+    return kv_cache_bytes(size, image) / GB
 
 
-def _scaled(at_reference: float, size: str) -> float:
-    return at_reference * tokens_per_frame(size) / tokens_per_frame(REFERENCE_SIZE)
+def _scaled(at_reference: float, size: str, image: Image = None) -> float:
+    return at_reference * tokens_per_frame(size, image) / tokens_per_frame(REFERENCE_SIZE)
 
 
 def _dit_gb(precision: Precision) -> float:
@@ -108,17 +123,37 @@ def _dit_gb(precision: Precision) -> float:
 
 @dataclass(frozen=True)
 class MemoryEstimate:
-    """What one GPU holds at its peak, term by term (GB)."""
+    """What one GPU holds at its peak (GB): the denoising phase term by term, and the totals of
+    other phases that can set the peak instead (loading the bf16 DiT before fp8 conversion)."""
 
     role: str  # "one GPU", "DiT rank", "VAE rank", "FSDP rank"
     parts: dict[str, float]
+    phases: dict[str, float] = field(default_factory=dict)  # other phase → its total
+
+    @property
+    def denoising_gb(self) -> float:
+        return sum(self.parts.values())
 
     @property
     def total_gb(self) -> float:
-        return sum(self.parts.values())
+        return max(self.denoising_gb, *self.phases.values()) if self.phases else self.denoising_gb
+
+    @property
+    def peak_phase(self) -> str:
+        """Which phase sets the peak: "denoising" or the name of another phase."""
+        if not self.phases or self.denoising_gb >= max(self.phases.values()):
+            return "denoising"
+        return max(self.phases, key=lambda name: self.phases[name])
 
 
-def single_gpu_memory(size: str, precision: Precision = "bf16") -> MemoryEstimate:
+def loading_gb(precision: Precision) -> float:
+    """The GPU while the model loads: the DiT arrives in bf16 (from_pretrained onto the GPU), the
+    DMD LoRA is merged into it, and only then are its linears converted to fp8."""
+    return (DIT_BF16_GB + LORA_GB + CUDA_CONTEXT_GB
+            + (FP8_CONVERSION_GB if precision == "fp8" else 0.0))
+
+
+def single_gpu_memory(size: str, precision: Precision = "bf16", image: Image = None) -> MemoryEstimate:
     """One GPU, offload on: the T5 runs on the CPU; the DiT and all four caches stay on the GPU.
 
     Assumption: the decode phase does not raise the peak (with offload the DiT leaves the GPU
@@ -126,69 +161,72 @@ def single_gpu_memory(size: str, precision: Precision = "bf16") -> MemoryEstimat
     """
     return MemoryEstimate("one GPU", {
         f"DiT weights ({precision})": _dit_gb(precision),
-        f"KV caches ({CACHES_ONE_GPU} × {kv_cache_gb(size):.1f})":
-            CACHES_ONE_GPU * kv_cache_gb(size),
+        f"KV caches ({CACHES_ONE_GPU} × {kv_cache_gb(size, image):.1f})":
+            CACHES_ONE_GPU * kv_cache_gb(size, image),
         "condition cache": CONDITION_CACHE_GB,
         "VAE weights": VAE_WEIGHTS_GB,
-        "activations": _scaled(ACTIVATIONS_GB_AT_REFERENCE, size),
+        "activations": _scaled(ACTIVATIONS_GB_AT_REFERENCE, size, image),
         "CUDA context": CUDA_CONTEXT_GB,
-    })
+    }, {"loading (bf16 DiT + LoRA merge" + (", fp8 conversion)" if precision == "fp8" else ")"):
+        loading_gb(precision)})
 
 
-def pipeline_rank_memory(size: str, precision: Precision = "fp8") -> MemoryEstimate:
+def pipeline_rank_memory(size: str, precision: Precision = "fp8", image: Image = None) -> MemoryEstimate:
     """A DiT rank of the 5-GPU pipeline: its own DiT and T5, one KV cache, the condition cache."""
     return MemoryEstimate("DiT rank", {
         f"DiT weights ({precision})": _dit_gb(precision),
-        "KV cache (1)": CACHES_PIPELINE_RANK * kv_cache_gb(size),
+        "KV cache (1)": CACHES_PIPELINE_RANK * kv_cache_gb(size, image),
         "condition cache": CONDITION_CACHE_GB,
         "T5 encoder": T5_GB,
         "VAE weights": VAE_WEIGHTS_GB,
-        "activations": _scaled(ACTIVATIONS_GB_AT_REFERENCE, size),
+        "activations": _scaled(ACTIVATIONS_GB_AT_REFERENCE, size, image),
         "CUDA context": CUDA_CONTEXT_GB,
         "NCCL buffers": NCCL_BUFFERS_GB,
-    })
+    }, {"loading (bf16 DiT + LoRA merge" + (", fp8 conversion)" if precision == "fp8" else ")"):
+        loading_gb(precision) + NCCL_BUFFERS_GB})
 
 
-def vae_rank_memory(size: str) -> MemoryEstimate:
+def vae_rank_memory(size: str, image: Image = None) -> MemoryEstimate:
     """The decoding rank: VAE and (assumption: same start-up as every rank) its own T5."""
     return MemoryEstimate("VAE rank", {
         "T5 encoder": T5_GB,
         "VAE weights": VAE_WEIGHTS_GB,
-        "decode workspace": _scaled(VAE_DECODE_WORKSPACE_GB_AT_REFERENCE, size),
+        "decode workspace": _scaled(VAE_DECODE_WORKSPACE_GB_AT_REFERENCE, size, image),
         "CUDA context": CUDA_CONTEXT_GB,
         "NCCL buffers": NCCL_BUFFERS_GB,
     })
 
 
-def fsdp_rank_memory(size: str, n_gpus: int, precision: Precision = "bf16") -> MemoryEstimate:
+def fsdp_rank_memory(size: str, n_gpus: int, precision: Precision = "bf16",
+                     image: Image = None) -> MemoryEstimate:
     """For comparison: the DiT sharded over n GPUs, plus the unshard peak of a forward pass.
 
     Favourable assumptions, so that "does not fit" is a safe conclusion: the caches are split
     over the GPUs as with sequence parallelism; only the T5 is replicated (as the third-party
     ≈ 21.48 GB loaded per 4090 implies: 34/5 + 11 + overheads ≈ 19.4 here).
     """
-    caches = CACHES_ONE_GPU * kv_cache_gb(size) + CONDITION_CACHE_GB
+    caches = CACHES_ONE_GPU * kv_cache_gb(size, image) + CONDITION_CACHE_GB
     return MemoryEstimate("FSDP rank", {
         f"DiT shard ({precision}, 1/{n_gpus})": _dit_gb(precision) / n_gpus,
         "unshard peak": FSDP_UNSHARD_GB,
         "T5 encoder": T5_GB,
         f"KV + condition caches (1/{n_gpus})": caches / n_gpus,
         "VAE weights": VAE_WEIGHTS_GB,
-        "activations": _scaled(ACTIVATIONS_GB_AT_REFERENCE, size),
+        "activations": _scaled(ACTIVATIONS_GB_AT_REFERENCE, size, image),
         "CUDA context": CUDA_CONTEXT_GB,
         "NCCL buffers": NCCL_BUFFERS_GB,
     })
 
 
 def topology_memory(topology: Topology, size: str, precision: Precision,
-                    n_gpus: int = PIPELINE_GPUS) -> list[MemoryEstimate]:
+                    n_gpus: int = PIPELINE_GPUS, image: Image = None) -> list[MemoryEstimate]:
     """The estimates of every distinct role in a topology, the largest first."""
     if topology == "single":
-        estimates = [single_gpu_memory(size, precision)]
+        estimates = [single_gpu_memory(size, precision, image)]
     elif topology == "pipeline":
-        estimates = [pipeline_rank_memory(size, precision), vae_rank_memory(size)]
+        estimates = [pipeline_rank_memory(size, precision, image), vae_rank_memory(size, image)]
     else:
-        estimates = [fsdp_rank_memory(size, n_gpus, precision)]
+        estimates = [fsdp_rank_memory(size, n_gpus, precision, image)]
     return sorted(estimates, key=lambda e: e.total_gb, reverse=True)
 
 
@@ -320,12 +358,15 @@ def _all_support_fp8(gpus: Sequence[GpuInfo]) -> bool | None:
 
 
 def plan_row(preset: Preset, topology: Topology, precision: Precision,
-             gpus: Sequence[GpuInfo], with_remedies: bool = True) -> PlanRow:
-    """Whether `preset` fits `topology` in `precision` on (a selection of) `gpus`, and why."""
+             gpus: Sequence[GpuInfo], with_remedies: bool = True, image: Image = PORTRAIT) -> PlanRow:
+    """Whether `preset` fits `topology` in `precision` on (a selection of) `gpus`, and why.
+
+    `image` is the portrait's size (avatarflow's face crop by default): it sets the video's size.
+    """
     needed = {"single": 1, "pipeline": PIPELINE_GPUS, "fsdp": len(gpus)}[topology]
     used = _largest(gpus, needed)
     enough = len(used) == needed and needed > 0
-    memory = topology_memory(topology, preset.size, precision, n_gpus=max(len(used), 1))
+    memory = topology_memory(topology, preset.size, precision, n_gpus=max(len(used), 1), image=image)
     peak = memory[0].total_gb
     capacity = min(g.memory_total_gb for g in used) if used and enough else None
     memory_fits = capacity is not None and peak <= capacity

@@ -18,7 +18,14 @@ from db.models import Asset, GenerationAttempt, utcnow
 from db.session import Database
 from db.states import AssetState
 from inference.engine import Engine, GenerationRequest, GpuGang, ProgressCallback, next_seed
-from inference.liveavatar import planned_clips
+from inference.output_rules import (
+    image_size,
+    output_size,
+    planned_clips,
+    samples_for,
+    video_seconds,
+    wav_samples,
+)
 from inference.presets import get_preset
 
 PLAN_STAGE, GENERATE_STAGE = "plan", "generate"
@@ -49,16 +56,32 @@ def plan_asset(database: Database, settings: Settings, asset_id: int, *, engine_
             return StageOutcome(asset_id, asset.state if asset else "missing", "not ready to plan")
         preset = get_preset(asset.preset)
         seconds = float(asset.details["audio"]["duration_s"])
+        samples = wav_samples(Path(asset.details["speech_path"])) or samples_for(seconds)
+        clips = planned_clips(samples, preset.num_clip, preset.infer_frames)
+        crop = image_size(Path(asset.details["crop_path"]))
         attempt = attempts_made(session, asset_id) + 1
         asset.details = {**asset.details, "plan": {
             "engine": engine_name, "preset": preset.name, "size": preset.size, "solver": preset.solver,
             "sample_steps": preset.sample_steps, "infer_frames": preset.infer_frames,
-            "num_clip": planned_clips(seconds, preset.num_clip), "online_decode": preset.online_decode,
-            "seconds": seconds, "attempt": attempt, "seed": seed_for(asset.key, attempt),
+            "num_clip": clips, "online_decode": preset.online_decode,
+            "seconds": seconds, "samples": samples,
+            # What the video will last: a preview of long speech stops after num_clip clips.
+            "video_seconds": round(video_seconds(samples, clips, preset.infer_frames), 3),
+            "video_size": planned_video_size(engine_name, crop, preset.size),
+            "attempt": attempt, "seed": seed_for(asset.key, attempt),
         }}
         transition(session, asset, AssetState.PLANNED, actor=actor,
                    reason=f"{preset.name}: {asset.details['plan']['num_clip']} clip(s), seed {asset.details['plan']['seed']}")
         return StageOutcome(asset_id, AssetState.PLANNED.value)
+
+
+def planned_video_size(engine_name: str, crop: tuple[int, int] | None, size: str) -> list[int] | None:
+    """(width, height) of the video: the crop as it is for the CPU engines, Live Avatar's rule otherwise."""
+    if crop is None:
+        return None
+    if engine_name in ("cpu", "instant"):
+        return [crop[0] // 2 * 2, crop[1] // 2 * 2]  # yuv420p needs even sides
+    return list(output_size(crop[0], crop[1], size))
 
 
 def replan(session, asset: Asset, *, actor: str, reason: str) -> None:  # type: ignore[no-untyped-def]
@@ -95,7 +118,7 @@ def generate_asset(
             asset_key=asset.key, image=Path(asset.details["crop_path"]), audio=Path(asset.details["speech_path"]),
             prompt=asset.prompt or "", preset=asset.preset, seed=int(plan["seed"]),
             output=folder / "generated.mp4", log_path=folder / "engine.log",
-            audio_seconds=float(plan["seconds"]),
+            audio_seconds=float(plan["seconds"]), audio_samples=plan.get("samples"),
         )
         attempt = GenerationAttempt(
             asset_id=asset_id, number=number, engine=engine.name, config=dict(plan), seed=request.seed,

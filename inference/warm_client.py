@@ -10,7 +10,6 @@ worker that vanishes fails its job as WORKER_DIED; either way the next job start
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import queue
 import shlex
@@ -40,20 +39,25 @@ from inference.liveavatar import (
     LogSink,
     PortAllocator,
     PortLease,
+    ProcessTree,
     SamplerFactory,
     build_env,
     classify_exit,
     classify_text,
     finalize_output,
     job_arguments,
+    kill_process_group,
+    kill_survivors,
     load_arguments,
     nvml_sampler_factory,
     partial_output_path,
     plan_job,
+    plan_record,
     preflight,
     pump,
     to_cli,
     torchrun_prefix,
+    verified_record,
 )
 
 WORKER_SCRIPT = Path(__file__).resolve().with_name("warm_worker.py")
@@ -91,6 +95,7 @@ class _WorkerProcess:
             stderr=subprocess.PIPE, start_new_session=True,
         )
         assert self.proc.stdout is not None and self.proc.stderr is not None
+        self.tree = ProcessTree(self.proc.pid)
         self.threads = [
             threading.Thread(target=self._read_stdout, daemon=True),
             threading.Thread(target=pump, args=(self.proc.stderr, self._on_stderr), daemon=True),
@@ -146,8 +151,6 @@ class _WorkerProcess:
 
     def stop(self, grace_s: float, *, polite: bool) -> int | None:
         """End the worker: ask it to shut down when `polite`, else (or then) kill its process group."""
-        from inference.liveavatar import kill_process_group
-
         if polite and self.alive():
             self.send({"id": "shutdown", "op": "shutdown"})
             try:
@@ -161,6 +164,7 @@ class _WorkerProcess:
                 pass
         # Kill the group even after a clean exit: no rank or helper may outlive the worker.
         kill_process_group(self.proc, grace_s if self.alive() else 0.5)
+        kill_survivors(self.tree, grace_s)
         for thread in self.threads:
             thread.join(timeout=5)
         for stream in (self.proc.stdout, self.proc.stderr):
@@ -286,12 +290,12 @@ class WarmWorkerEngine:
         if refused is not None or preset is None:
             return GenerationResult(self.name, record, failure=refused)
         plan = plan_job(request, preset, self.config)
-        settings, clips, timeout_s = plan.settings, plan.clips, plan.timeout_s
+        clips, timeout_s = plan.clips, plan.timeout_s
         partial = partial_output_path(request.output)
         request.output.parent.mkdir(parents=True, exist_ok=True)
         partial.unlink(missing_ok=True)
-        args = job_arguments(request, settings, partial)
-        record.update(args=args, settings=dataclasses.asdict(settings), num_clip=clips, timeout_s=timeout_s,
+        args = job_arguments(request, plan, partial)
+        record.update(args=args, **plan_record(plan), enable_compile=self.config.enable_compile,
                       cuda_visible_devices=self._gang.cuda_visible_devices)
         metrics = GenerationMetrics(clips_planned=clips)
         sink = LogSink(request.log_path)
@@ -309,11 +313,14 @@ class WarmWorkerEngine:
             assert worker is not None
             record.update(worker_pid=worker.pid, worker_argv=worker.argv)
             worker.set_job_sink(sink)
-            failure = self._run_job(worker, args, clips, timeout_s, metrics, progress, sink)
+            failure = self._run_job(worker, args, clips, timeout_s, metrics, progress, sink, record)
             worker.set_job_sink(None)
             if failure is None:
-                checked = finalize_output(partial, request)
-                failure = checked if isinstance(checked, Failure) else None
+                checked = finalize_output(partial, request, plan)
+                if isinstance(checked, Failure):
+                    failure = checked
+                else:
+                    record["output"] = verified_record(checked, plan)
             else:
                 partial.unlink(missing_ok=True)
             if failure is not None:
@@ -334,11 +341,13 @@ class WarmWorkerEngine:
     def _run_job(
         self, worker: _WorkerProcess, args: dict[str, Any], clips: int, timeout_s: float,
         metrics: GenerationMetrics, progress: ProgressCallback | None, sink: LogSink,
+        record: dict[str, Any],
     ) -> Failure | None:
         """Send one job and wait for its answer; the failure, or None when the worker reports success."""
         job_id = uuid.uuid4().hex
         sampler = self.sampler_factory(self._gang)
         started = time.monotonic()
+        clip_ends: list[float] = []
         sink.write(f"avatarflow: warm worker {worker.pid} job {job_id}")
         sampler.start()
         try:
@@ -366,14 +375,30 @@ class WarmWorkerEngine:
                     data = message.get("progress") or {}
                     done = min(int(data.get("clips_done", 0)), clips)
                     if done > metrics.clips_done:
+                        now = time.monotonic() - started
+                        clip_ends.append(now)
                         metrics.clips_done = done
                         if metrics.first_clip_seconds is None and done >= 1:
-                            metrics.first_clip_seconds = time.monotonic() - started
+                            metrics.first_clip_seconds = now
                         if progress is not None:
                             progress(Progress(done, clips, f"clip {done}/{clips}"))
+                    if data.get("first_step_s") is not None:
+                        metrics.first_step_seconds = float(data["first_step_s"])
                     continue
                 metrics.total_seconds = time.monotonic() - started
+                if len(clip_ends) > 1:
+                    metrics.seconds_per_clip = (clip_ends[-1] - clip_ends[0]) / (len(clip_ends) - 1)
+                elif clip_ends and metrics.first_step_seconds is not None:
+                    metrics.seconds_per_clip = clip_ends[0] - metrics.first_step_seconds
+                if clip_ends:
+                    metrics.tail_seconds = metrics.total_seconds - clip_ends[-1]
                 if message.get("ok"):
+                    result = message.get("result") or {}
+                    if result.get("step_s") is not None:
+                        metrics.seconds_per_step = float(result["step_s"])
+                    if result.get("first_step_s") is not None:
+                        metrics.first_step_seconds = float(result["first_step_s"])
+                    record["worker_result"] = result
                     return None
                 return _failure_from_error(message.get("error") or {}, self.config)
         finally:

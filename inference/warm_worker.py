@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import subprocess
 import sys
@@ -42,8 +41,13 @@ import time
 import traceback
 from typing import Any, Callable, Dict, Optional
 
+# Run as a script, Python puts this file's folder (avatarflow's inference/) first on sys.path,
+# where inference/liveavatar.py would shadow Live Avatar's own `liveavatar` namespace package.
+if sys.path and os.path.abspath(sys.path[0] or ".") == os.path.dirname(os.path.abspath(__file__)):
+    sys.path.pop(0)
+
 PROTOCOL_VERSION = 1
-ProgressFn = Callable[[int, int], None]
+ProgressFn = Callable[..., None]  # (clips_done, clips_planned, timing dict or None)
 
 # Failure kinds, spelled as avatarflow's FailureKind values (this file cannot import it).
 OUT_OF_MEMORY = "out_of_memory"
@@ -118,12 +122,18 @@ class FakeBackend:
             raise NotImplementedError("Unsupported solver.")
         width, height = (int(v) for v in str(args["size"]).split("*"))
         if width * height > 720 * 400 or mode == "size":
-            raise RuntimeError("The expanded size of the tensor (3000) must match the existing size (2800) "
-                               "at non-singleton dimension 1.  Target sizes: [1, 3000, 40, 128].")
-        seconds = ffprobe_seconds(args["audio"])
-        clips = math.floor(seconds * 25 / int(args.get("infer_frames", 48))) + 1
-        if args.get("num_clip"):
-            clips = min(clips, int(args["num_clip"]))
+            raise RuntimeError("The expanded size of the tensor (2800) must match the existing size (3136) "
+                               "at non-singleton dimension 1.  Target sizes: [1, 2800, 40, 128].")
+        # The fake runs only in avatarflow's own test environment: it makes what Live Avatar
+        # makes by avatarflow's statement of its rules (checked against the real source there).
+        sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        from inference.output_rules import image_size, output_size, planned_clips, video_seconds, wav_samples
+
+        samples = wav_samples(args["audio"]) or round(ffprobe_seconds(args["audio"]) * 16000)
+        infer_frames = int(args.get("infer_frames", 48))
+        clips = planned_clips(samples, int(args["num_clip"]) if args.get("num_clip") else None, infer_frames)
+        seconds = video_seconds(samples, clips, infer_frames)
+        width, height = output_size(*(image_size(args["image"]) or (width, height)), str(args["size"]))
         for clip in range(clips):
             time.sleep(self.options.fake_step_seconds * 16)  # 4 blocks × 4 steps per clip
             progress(clip + 1, clips)
@@ -162,17 +172,23 @@ def _prompt_marker(prompt: str) -> Optional[str]:
     return prompt[start + len("[fake_fail="):end] if end > 0 else None
 
 
-class LiveAvatarBackend:
-    """Live Avatar's model held in memory. UNTESTED against real weights and GPUs.
+def blocks_per_clip(infer_frames: int) -> int:
+    """Causal blocks per clip, one tqdm bar each (Live Avatar's rule; see inference/output_rules.py)."""
+    return max(1, ((infer_frames + 3 + 73) // 4 - (73 + 3) // 4) // 3)
 
-    It mirrors what minimal_inference/s2v_streaming_interact.py does (as DESIGN.md and public
-    copies of the script describe it): build WanS2V from the checkpoint, merge the DMD LoRA,
-    swap in fp8 linears, then per request call `generate` and, on the saving rank, `save_video`
-    and `merge_video_audio`. Signatures differ between Live Avatar versions, so keyword
-    arguments the installed version does not accept are dropped with a warning.
+
+class LiveAvatarBackend:
+    """Live Avatar's model held in memory.
+
+    It does what minimal_inference/s2v_streaming_interact.py does (read against Live Avatar @
+    9c2c38d): start a process group (also on one GPU), build WanS2V from the checkpoint with the
+    script's keyword arguments, merge the DMD LoRA, swap in fp8 linears, then per request call
+    `generate` and, on the saving rank, `save_video` and `merge_video_audio`, with the script's
+    arguments. Keyword arguments the installed version does not accept are dropped with a warning.
     """
 
     name = "liveavatar"
+    needs_process_group = True  # like the script, even on one GPU
 
     def __init__(self, options: argparse.Namespace) -> None:
         self.options = options
@@ -182,14 +198,13 @@ class LiveAvatarBackend:
         self.model: Any = None
         self.cfg: Any = None
         self._bars_done = 0
-        self._on_bar: Optional[Callable[[], None]] = None
+        self._on_bar: Optional[Callable[[float], None]] = None
+        self._on_bar_start: Optional[Callable[[], None]] = None
 
     def load(self) -> None:
         checkout = os.path.abspath(self.options.checkout)
         sys.path.insert(0, checkout)
         os.chdir(checkout)  # the script resolves its config paths relative to the checkout
-        import copy
-
         import torch
 
         from liveavatar.models.wan.wan_2_2.configs import MAX_AREA_CONFIGS, WAN_CONFIGS
@@ -205,16 +220,19 @@ class LiveAvatarBackend:
             from liveavatar.models.wan import causal_s2v_pipeline_tpp as pipeline_module
         else:
             from liveavatar.models.wan import causal_s2v_pipeline as pipeline_module
-        cfg = copy.deepcopy(WAN_CONFIGS[self.options.task])
-        if hasattr(cfg, "sample_solver"):
-            cfg.sample_solver = "euler"
+        # The config object as the script passes it (its own sample_solver entry only picks the
+        # scheduler built in __init__, which generate() does not use).
+        cfg = WAN_CONFIGS[self.options.task]
         self.cfg = cfg
         training = parse_args_for_training_config(self.options.training_config)
         self.offload = bool(self.options.offload_model) if self.world_size == 1 else False
+        # The keyword arguments the script passes, and no others: init_on_cpu keeps its default
+        # (True), which moves T5, the VAE and wav2vec off the GPU while the DiT denoises, even
+        # with offload_model off; passing offload_model there kept 11+ GB of them on the GPU.
         model = pipeline_module.WanS2V(**_supported(pipeline_module.WanS2V.__init__, dict(
             config=cfg, checkpoint_dir=self.options.ckpt_dir, device_id=self.local_rank, rank=self.rank,
             t5_fsdp=False, dit_fsdp=False, use_sp=False, sp_size=1, t5_cpu=False,
-            init_on_cpu=self.offload, convert_model_dtype=self.options.convert_model_dtype,
+            convert_model_dtype=self.options.convert_model_dtype,
             single_gpu=self.world_size == 1, offload_kv_cache=False,
         )))
         if self.options.load_lora and self.options.lora_path_dmd:
@@ -240,19 +258,25 @@ class LiveAvatarBackend:
         self._patch_tqdm(pipeline_module)
 
     def _patch_tqdm(self, module: Any) -> None:
-        """Count the pipeline's denoising bars (one per block, 4 per clip) as they close."""
+        """Count and time the pipeline's denoising bars (one per block, 4 per clip) as they close."""
         original = getattr(module, "tqdm", None)
         if original is None:
             return
         backend = self
 
         class CountingTqdm(original):  # type: ignore[misc, valid-type]
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
+                super().__init__(*args, **kwargs)
+                if backend._on_bar_start is not None:
+                    backend._on_bar_start()
+
             def close(self) -> None:
                 finished = not getattr(self, "_af_closed", False) and self.total and self.n >= self.total
+                elapsed = self.format_dict.get("elapsed") if finished else None
                 self._af_closed = True
                 super().close()
                 if finished and backend._on_bar is not None:
-                    backend._on_bar()
+                    backend._on_bar(float(elapsed or 0.0) / max(1, int(self.total)))
 
         module.tqdm = CountingTqdm
 
@@ -260,15 +284,24 @@ class LiveAvatarBackend:
         args = job["args"]
         torch = self.torch
         planned = int(args["num_clip"])
-        bars_per_clip = max(1, int(args["infer_frames"]) // 12)
+        bars_per_clip = blocks_per_clip(int(args["infer_frames"]))
+        started = time.monotonic()
         self._bars_done = 0
+        timing: Dict[str, Any] = {"first_step_s": None, "step_seconds": []}
 
-        def on_bar() -> None:
+        def on_bar_start() -> None:
+            if timing["first_step_s"] is None:
+                timing["first_step_s"] = round(time.monotonic() - started, 3)
+
+        def on_bar(step_seconds: float) -> None:
             self._bars_done += 1
+            timing["step_seconds"].append(step_seconds)
             if self._bars_done % bars_per_clip == 0:
-                progress(min(self._bars_done // bars_per_clip, planned), planned)
+                progress(min(self._bars_done // bars_per_clip, planned), planned,
+                         {"first_step_s": timing["first_step_s"], "step_s": round(step_seconds, 4)})
 
-        self._on_bar = on_bar
+        self._on_bar, self._on_bar_start = on_bar, on_bar_start
+        torch.cuda.reset_peak_memory_stats()
         width, height = (int(v) for v in str(args["size"]).split("*"))
         try:
             video, _info = self.model.generate(**_supported(self.model.generate, dict(
@@ -285,7 +318,7 @@ class LiveAvatarBackend:
                 input_video_for_sam2=None, enable_online_decode=bool(args.get("enable_online_decode")),
             )))
         finally:
-            self._on_bar = None
+            self._on_bar = self._on_bar_start = None
         if self.options.enable_vae_parallel:
             save_rank = self.options.num_gpus_dit
         else:
@@ -296,14 +329,22 @@ class LiveAvatarBackend:
             self.merge_video_audio(video_path=args["save_file"], audio_path=args["audio"])
         del video
         torch.cuda.synchronize()
-        return {"save_file": args["save_file"], "clips": planned}
+        steps = sorted(timing["step_seconds"])
+        return {"save_file": args["save_file"], "clips": planned, "first_step_s": timing["first_step_s"],
+                "step_s": steps[len(steps) // 2] if steps else None,
+                "peak_allocated_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1),
+                "peak_reserved_mb": round(torch.cuda.max_memory_reserved() / 2**20, 1)}
 
     def recover(self) -> None:
         """Free what a failed generation left on the GPU so the next job starts clean."""
         torch = getattr(self, "torch", None)
+        if self.model is not None:
+            # generate() resets these at its end; a failure mid-way leaves them set.
+            for name in ("kv_cache1", "shared_cond_cache", "crossattn_cache", "_sampler_timesteps",
+                         "_sampler_sigmas"):
+                if hasattr(self.model, name):
+                    setattr(self.model, name, None)
         if torch is not None and torch.cuda.is_available():
-            if self.model is not None and hasattr(self.model, "kv_cache1"):
-                self.model.kv_cache1 = None
             torch.cuda.empty_cache()
 
 
@@ -336,11 +377,23 @@ class Channel:
             self._out.write(json.dumps(message) + "\n")
             self._out.flush()
 
-    @staticmethod
-    def read() -> Optional[Dict[str, Any]]:
+    _requests: Any = None
+
+    @classmethod
+    def reserve_stdin(cls) -> None:
+        """Keep the requests to ourselves: children (Live Avatar's ffmpeg mux runs without
+        -nostdin) get /dev/null as stdin, so they cannot read a request meant for the worker."""
+        cls._requests = os.fdopen(os.dup(0), "r", encoding="utf-8")
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.close(devnull)
+
+    @classmethod
+    def read(cls) -> Optional[Dict[str, Any]]:
         """The next request; None at end of input (the client is gone: shut down)."""
+        stream = cls._requests or sys.stdin
         while True:
-            line = sys.stdin.readline()
+            line = stream.readline()
             if not line:
                 return None
             if not line.strip():
@@ -381,7 +434,7 @@ class Worker:
     def load(self) -> bool:
         started = time.monotonic()
         try:
-            if self.world_size > 1:
+            if self.world_size > 1 or getattr(self.backend, "needs_process_group", False):
                 self._init_distributed()
             self.backend.load()
         except Exception as exc:  # noqa: BLE001 - reported to the client, then exit
@@ -413,8 +466,12 @@ class Worker:
         if backend == "nccl":
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         if not dist.is_initialized():
-            dist.init_process_group(backend=backend, init_method="env://")
-        self._control_group = dist.new_group(backend="gloo", timeout=timedelta(days=365))
+            # Even on one GPU: Live Avatar's single-GPU pipeline calls dist.get_rank() in every
+            # block, and its script always starts a process group (torchrun sets the env://).
+            dist.init_process_group(backend=backend, init_method="env://",
+                                    rank=self.rank, world_size=self.world_size)
+        if self.world_size > 1:
+            self._control_group = dist.new_group(backend="gloo", timeout=timedelta(days=365))
 
     def _barrier(self) -> None:
         import torch.distributed as dist
@@ -464,9 +521,9 @@ class Worker:
             return
         started = time.monotonic()
 
-        def progress(done: int, planned: int) -> None:
+        def progress(done: int, planned: int, timing: Optional[Dict[str, Any]] = None) -> None:
             self.send({"id": job_id, "event": "progress",
-                       "progress": {"clips_done": done, "clips_planned": planned}})
+                       "progress": {"clips_done": done, "clips_planned": planned, **(timing or {})}})
 
         log(f"job {job_id}: generating {message['args'].get('save_file')}")
         try:
@@ -519,6 +576,8 @@ def main(argv: Optional[list] = None) -> int:
     rank = int(os.environ.get("RANK", "0"))
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     channel = Channel() if rank == 0 else None  # keep the real stdout before redirecting it
+    if rank == 0:
+        Channel.reserve_stdin()
     _redirect_stdout_to_stderr()
     if options.backend == "fake":
         backend: Any = FakeBackend(options)

@@ -39,10 +39,16 @@ def thread_scorer() -> LipSyncScorer:
         return _scorers[key]
 
 
-def _expected_size(settings: Settings) -> tuple[int, int] | None:
-    # The CPU engine renders the 512×512 crop as it is; Live Avatar picks its output from the
-    # preset's area and the crop's aspect ratio, which has not been measured on real weights.
-    return (512, 512) if settings.engine in ("cpu", "instant") else None
+def _expected(plan: dict[str, Any], audio_seconds: float) -> tuple[float, tuple[int, int] | None]:
+    """How long and how large the generated video should be, as the plan stage worked it out.
+
+    A preview of long speech stops after its clips; Live Avatar picks the size from the crop's
+    aspect ratio and the preset's area (inference.output_rules). Plans made before these were
+    recorded fall back to the speech's length and no size check.
+    """
+    seconds = float(plan.get("video_seconds") or audio_seconds)
+    size = plan.get("video_size")
+    return seconds, (int(size[0]), int(size[1])) if size else None
 
 
 def qc_asset(database: Database, settings: Settings, asset_id: int, *, scorer: LipSyncScorer | None = None,
@@ -54,7 +60,8 @@ def qc_asset(database: Database, settings: Settings, asset_id: int, *, scorer: L
             return StageOutcome(asset_id, asset.state if asset else "missing", "nothing to check")
         video = Path(asset.details["video_path"])
         crop = Path(asset.details["crop_path"])
-        seconds = float(asset.details["audio"]["duration_s"])
+        seconds, expected_size = _expected(asset.details.get("plan") or {},
+                                           float(asset.details["audio"]["duration_s"]))
         is_split = session.scalar(select(func.count(Asset.id)).where(Asset.parent_id == asset_id)) > 0
         attempt_id = session.scalar(select(GenerationAttempt.id).where(GenerationAttempt.asset_id == asset_id)
                                     .order_by(GenerationAttempt.number.desc()))
@@ -66,7 +73,7 @@ def qc_asset(database: Database, settings: Settings, asset_id: int, *, scorer: L
         lipsync = scorer.score(video)
     except AvatarflowError as exc:
         lipsync_error = str(exc)
-    checks = run_checks(video, expected_seconds=seconds, expected_size=_expected_size(settings),
+    checks = run_checks(video, expected_seconds=seconds, expected_size=expected_size,
                         reference_image=crop)
     metrics: dict[str, Any] = lipsync.to_dict() if lipsync else {"error": lipsync_error}
     decision = decide(

@@ -20,7 +20,7 @@ import numpy as np
 import scipy.signal as sps
 from scipy import ndimage
 
-from avatarflow.errors import AvatarflowError, ConfigurationError
+from avatarflow.errors import AvatarflowError
 from tasks.ffmpeg import ff_input, run_tool, stderr_tail
 from avatarflow.storage import atomic_path, safe_name
 

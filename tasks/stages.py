@@ -35,6 +35,7 @@ def join_asset(database: Database, settings: Settings, asset_id: int, *, actor: 
         if not segments or any(s.state != AssetState.GENERATED for s in segments):
             return StageOutcome(asset_id, asset.state, "segments not all generated")
         videos = [Path(s.details["video_path"]) for s in segments]
+        plans = [s.details.get("plan") or {} for s in segments]
         out = settings.storage.asset_dir(asset.key) / "joined.mp4"
     try:
         join_segments(videos, out)
@@ -46,7 +47,12 @@ def join_asset(database: Database, settings: Settings, asset_id: int, *, actor: 
         return StageOutcome(asset_id, AssetState.FAILED.value, str(exc))
     with database.session() as session:
         asset = session.get(Asset, asset_id)
-        asset.details = {**asset.details, "video_path": str(out)}
+        # QC checks the joined video against what its segments were planned to last and look like.
+        joined_plan = {"video_seconds": round(sum(float(p.get("video_seconds") or 0) for p in plans), 3)
+                       if all(p.get("video_seconds") for p in plans) else None,
+                       "video_size": plans[0].get("video_size"), "segments": len(plans)}
+        asset.details = {**asset.details, "video_path": str(out),
+                         "plan": {**(asset.details.get("plan") or {}), **joined_plan}}
         for segment in session.scalars(select(Asset).where(Asset.parent_id == asset_id)):
             transition(session, segment, AssetState.JOINED, actor=actor, reason=f"joined into asset {asset_id}")
         transition(session, asset, AssetState.GENERATED, actor=actor, reason=f"{len(videos)} segment videos joined in order")

@@ -38,7 +38,7 @@ import ffmpeg
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from avatarflow.errors import AvatarflowError, ConfigurationError
+from avatarflow.errors import AvatarflowError
 from tasks.ffmpeg import ff_input, run_tool, stderr_tail
 from avatarflow.storage import atomic_path, safe_name, sha256_file
 from db.models import Asset, Rendition

@@ -30,6 +30,7 @@ from inference.cpu_engine import (
     mouth_openings,
 )
 from inference.engine import FailureKind, GenerationRequest, GpuGang, Progress
+from inference.verify import probe_video
 from tasks.audio import load_pcm, prepare_audio
 from tasks.face import crop_face, default_detector, load_portrait
 
@@ -51,11 +52,11 @@ def _write_wav(path: Path, samples: np.ndarray) -> None:
 
 
 def _request(
-    tmp: Path, image: Path, audio: Path, seconds: float, seed: int = 7
+    tmp: Path, image: Path, audio: Path, seconds: float, seed: int = 7, preset: str = "standard"
 ) -> GenerationRequest:
     return GenerationRequest(
         asset_key="cpu-engine-test", image=image, audio=audio, prompt="A person talks.",
-        preset="standard", seed=seed, output=tmp / "out" / "video.mp4",
+        preset=preset, seed=seed, output=tmp / "out" / "video.mp4",
         log_path=tmp / "out" / "log.txt", audio_seconds=seconds,
     )
 
@@ -302,3 +303,16 @@ def test_ffmpeg_crash_is_classified(inputs: dict, tmp_path: Path) -> None:
     assert result.failure is not None and result.failure.kind is FailureKind.CRASHED
     assert "Unknown encoder libx264" in result.failure.message
     assert not request.output.exists() and _leftovers(request.output.parent) == []
+
+
+def test_a_preview_of_long_speech_stops_where_live_avatars_would(media: Path, inputs: dict, tmp_path: Path) -> None:
+    """Both engines agree on what a preview is: 10 clips of 48 frames (less 3), speech cut there."""
+    long_speech = tmp_path / "speech25s.wav"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(media / "audio/musetalk_eng.wav"), "-t", "25",
+                    "-ac", "1", "-ar", "16000", "-c:a", "pcm_s16le", str(long_speech)], check=True)
+    request = _request(tmp_path, inputs["image"], long_speech, 25.0, preset="preview")
+    result = MouthWarpCpuEngine().generate(request, GpuGang("cpu"))
+    assert result.ok, result.failure
+    info = probe_video(request.output)
+    assert info.frames == 477 and info.video_duration_s == pytest.approx(19.08, abs=0.05)
+    assert info.audio_duration_s == pytest.approx(19.08, abs=0.1)

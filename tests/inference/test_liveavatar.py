@@ -37,11 +37,12 @@ from inference.liveavatar import (
     config_from_settings,
     partial_output_path,
     pid_alive,
-    planned_clips,
     run_job_process,
 )
+from inference.output_rules import wav_samples
 from inference.presets import get_preset
 from inference.verify import probe_video
+from fakes.liveavatar.fake_layout import make_checkpoint, make_lora
 
 FAKES = Path(__file__).resolve().parents[1] / "fakes" / "liveavatar"
 GANG1 = GpuGang("gang0", (0,))
@@ -65,13 +66,10 @@ def portrait(media) -> Path:
 
 @pytest.fixture
 def config(tmp_path) -> LiveAvatarConfig:
-    ckpt = tmp_path / "weights/Wan2.2-S2V-14B"
-    ckpt.mkdir(parents=True)
-    (ckpt / "config.json").write_text("{}")
-    lora = tmp_path / "weights/liveavatar.safetensors"
-    lora.write_bytes(b"fake")
+    ckpt = make_checkpoint(tmp_path / "weights/Wan2.2-S2V-14B")
+    lora = make_lora(tmp_path / "weights/liveavatar.safetensors")
     return LiveAvatarConfig(
-        checkout=FAKES, torchrun=FAKES / "torchrun", ckpt_dir=ckpt, lora_path=lora,
+        checkout=FAKES, torchrun=FAKES / "torchrun", python=FAKES / "python", ckpt_dir=ckpt, lora_path=lora,
         extra_env={"FAKE_TORCHRUN_RECORD": str(tmp_path / "torchrun.jsonl")},
         timeout_floor_s=120, kill_grace_s=2, port_lock_dir=tmp_path / "ports",
     )
@@ -82,11 +80,12 @@ def with_env(config: LiveAvatarConfig, **env: str) -> LiveAvatarConfig:
 
 
 def make_request(tmp_path: Path, audio: Path, image: Path, *, preset: str = "preview", name: str = "a1",
-                 seconds: float = 3.0, **overrides) -> GenerationRequest:
+                 seconds: float | None = None, **overrides) -> GenerationRequest:
+    samples = wav_samples(audio) if seconds is None else None
     return GenerationRequest(
         asset_key=name, image=image, audio=audio, prompt=PROMPT, preset=preset, seed=42,
         output=tmp_path / "out" / f"{name}.mp4", log_path=tmp_path / "logs" / f"{name}.log",
-        audio_seconds=seconds, overrides=overrides,
+        audio_seconds=samples / 16000 if samples else seconds, audio_samples=samples, overrides=overrides,
     )
 
 
@@ -188,14 +187,6 @@ def test_config_from_settings(tmp_path):
         config_from_settings(SimpleNamespace(liveavatar_dir="/x", liveavatar_lora="/y"))
 
 
-def test_num_clip_formula():
-    assert planned_clips(3.0, None) == 2  # floor(75 / 48) + 1
-    assert planned_clips(1.92, None) == 2  # exactly 48 frames: floor(1) + 1
-    assert planned_clips(60.0, None) == 32
-    assert planned_clips(60.0, 10) == 10  # preview caps at 10 clips
-    assert planned_clips(3.0, 10) == 2
-
-
 def test_single_gpu_command(tmp_path, config, speech, portrait):
     request = make_request(tmp_path, speech, portrait, preset="standard")
     argv, env = build_command(request, GANG1, get_preset("standard"), config, 29611)
@@ -214,6 +205,10 @@ def test_single_gpu_command(tmp_path, config, speech, portrait):
     assert ONLINE_DECODE_FLAG not in argv and "--fp8" not in argv and "--enable_vae_parallel" not in argv
     assert env["CUDA_VISIBLE_DEVICES"] == "0" and env["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID"
     assert "PYTHONPATH" not in env and "VIRTUAL_ENV" not in env
+    # Live Avatar compiles when ENABLE_COMPILE is unset: it is always said explicitly.
+    assert env["ENABLE_COMPILE"] == "false"
+    assert build_command(request, GANG1, get_preset("standard"), dataclasses.replace(config, enable_compile=True),
+                         29611)[1]["ENABLE_COMPILE"] == "true"
 
 
 def test_pipeline_command(tmp_path, config, speech, portrait):
@@ -221,7 +216,7 @@ def test_pipeline_command(tmp_path, config, speech, portrait):
     fp8 = dataclasses.replace(config, fp8=True)
     argv, env = build_command(request, GANG5, get_preset("long"), fp8, 29612)
     assert argv == [
-        str(FAKES / "torchrun"), "--nproc_per_node", "5", "--master_port", "29612", ENTRY_SCRIPT,
+        str(FAKES / "torchrun"), "--nproc_per_node", "5", "--master_port", "29612", "--tee", "2", ENTRY_SCRIPT,
         "--task", "s2v-14B", "--ulysses_size", "1", "--ckpt_dir", str(config.ckpt_dir),
         "--training_config", "liveavatar/configs/s2v_causal_sft.yaml", "--load_lora",
         "--lora_path_dmd", str(config.lora_path), "--offload_model", "False", "--convert_model_dtype",
@@ -298,15 +293,49 @@ RECORDED_STDERR = (
 
 
 def test_progress_from_recorded_stderr():
-    tracker = TqdmProgress(clips_planned=3)
+    clock = iter(range(1000)).__next__
+    tracker = TqdmProgress(clips_planned=3, clock=lambda: float(clock()))
     updates = tracker.feed_text(RECORDED_STDERR)
     assert updates == [Progress(1, 3, "clip 1/3"), Progress(2, 3, "clip 2/3")]
-    assert tracker.bars_done == 9 and tracker.clips_done == 2
+    # The closing repaints ("4/4" with \r, then again with \n) count once per bar, and the
+    # loading bar never counts; a repaint of a finished bar (the last line) adds nothing.
+    assert tracker.bars_done == 8 and tracker.clips_done == 2
+    timings = tracker.timings()
+    assert timings["seconds_per_step"] == pytest.approx(1.0)  # tqdm's own "1.00s/it" at close
+    assert timings["first_step_seconds"] is not None and timings["seconds_per_clip"] > 0
+
+
+# Real H200 stderr (acceptance run, 2026-12-01): rates in it/s, and each block's final state twice.
+REAL_BAR = ("  0%|          | 0/4 [00:00<?, ?it/s]\r 25%|██▌       | 1/4 [00:00<00:00,  3.22it/s]"
+            "\r 50%|█████     | 2/4 [00:00<00:00,  3.51it/s]\r 75%|███████▌  | 3/4 [00:00<00:00,  3.32it/s]"
+            "\r100%|██████████| 4/4 [00:01<00:00,  3.48it/s]\r100%|██████████| 4/4 [00:01<00:00,  3.43it/s]\n")
+
+
+def test_progress_reads_rates_in_iterations_per_second():
+    tracker = TqdmProgress(clips_planned=2)
+    tracker.feed_text(REAL_BAR * 8)
+    assert tracker.clips_done == 2
+    assert tracker.timings()["seconds_per_step"] == pytest.approx(1 / 3.43, rel=1e-3)
+
+
+def test_pipeline_progress_counts_one_rank_under_torchrun_tee():
+    """--tee turns every repaint into a prefixed line of its own; five ranks print bars."""
+    lines = []
+    for block in range(8):
+        for rank in (4, 0, 1, 2, 3):  # the VAE rank races ahead, the last DiT rank closes the block
+            for n in range(5):
+                lines.append(f"[default{rank}]:{' ' if n < 4 else ''}{25 * n:3d}%|   | {n}/4 [00:01<00:00,  2.00s/it]")
+            lines.append(f"[default{rank}]:100%|██████████| 4/4 [00:01<00:00,  2.00s/it]")
+    tracker = TqdmProgress(clips_planned=2, count_rank=3)
+    updates = tracker.feed_text("\n".join(lines) + "\n")
+    assert [u.clips_done for u in updates] == [1, 2] and tracker.bars_done == 8
+    # Without the rank filter the same text would count five ranks' bars.
+    assert TqdmProgress(clips_planned=99).feed_text("\n".join(lines) + "\n")[-1].clips_done == 10
 
 
 def test_progress_never_exceeds_the_plan():
     tracker = TqdmProgress(clips_planned=1)
-    tracker.feed_text("100%|██████████| 4/4 [00:04<00:00]\n" * 12)
+    tracker.feed_text(" 50%|█████     | 2/4 [00:02<00:02]\r100%|██████████| 4/4 [00:04<00:00]\n" * 12)
     assert tracker.clips_done == 1
 
 
@@ -371,36 +400,148 @@ def test_pipeline_job_runs_with_five_gpus_and_records_samples(tmp_path, config, 
         samplers.append(RecordingSampler(gang))
         return samplers[-1]
 
-    result = LiveAvatarEngine(config, sampler_factory=factory).generate(request, GANG5)
+    seen: list[Progress] = []
+    result = LiveAvatarEngine(config, sampler_factory=factory).generate(request, GANG5, seen.append)
     assert result.ok, result.failure
+    # Five ranks print bars (the fake torchrun starts five processes, as the real one does):
+    # progress is counted on one rank, clip by clip, never five times over.
+    planned = result.metrics.clips_planned
+    assert [p.clips_done for p in seen] == list(range(1, planned + 1))
     assert samplers[0].calls == ["start", "stop"] and samplers[0].gang == GANG5
     assert result.metrics.peak_memory_mb == {"1": 1001.0, "2": 1002.0, "3": 1003.0, "4": 1004.0, "5": 1005.0}
     assert result.metrics.mean_utilisation == 55.0
     (run,) = launches(tmp_path)
     assert run["launcher"]["nproc_per_node"] == "5" and run["env"]["CUDA_VISIBLE_DEVICES"] == "1,2,3,4,5"
+    assert run["launcher"]["tee"] == "2"
     assert "--enable_vae_parallel" in run["script_args"]
 
 
 @pytest.mark.parametrize(
-    ("mode", "kind"),
+    ("mode", "kind", "status"),
     [
-        ("oom", FailureKind.OUT_OF_MEMORY),
-        ("crash", FailureKind.CRASHED),
-        ("exit0_no_file", FailureKind.NO_OUTPUT),
-        ("silent_file", FailureKind.NO_AUDIO_STREAM),
-        ("wrong_duration", FailureKind.WRONG_DURATION),
+        ("oom", FailureKind.OUT_OF_MEMORY, 1),
+        ("crash", FailureKind.CRASHED, 1),
+        # save_video swallows its error; the merge then raises on the missing file: exit 1.
+        ("exit0_no_file", FailureKind.NO_OUTPUT, 1),
+        # the mux fails inside merge_video_audio's try: swallowed, exit 0 with a silent file.
+        ("mux_fails", FailureKind.NO_AUDIO_STREAM, 0),
+        ("wrong_duration", FailureKind.WRONG_DURATION, 0),
     ],
 )
-def test_failure_classification(tmp_path, config, speech, portrait, mode, kind):
+def test_failure_classification(tmp_path, config, speech, portrait, mode, kind, status):
     request = make_request(tmp_path, speech, portrait)
     result = LiveAvatarEngine(with_env(config, FAKE_LIVEAVATAR_MODE=mode)).generate(request, GANG1)
     assert result.failure is not None and result.failure.kind == kind, result.failure
     assert result.failure.retryable
     assert not request.output.exists() and not partial_output_path(request.output).exists()
-    exited_zero = mode in ("exit0_no_file", "silent_file", "wrong_duration")
-    assert (result.metrics.exit_status == 0) == exited_zero
+    assert result.metrics.exit_status == status
     if mode == "crash":
-        assert result.failure.message == "exited with status 3: RuntimeError: fake crash in the decoder"
+        assert result.failure.message.startswith("exited with status 1: RuntimeError:")
+
+
+@pytest.mark.parametrize(
+    ("mode", "text"),
+    [
+        ("compile_unbound", "torch.compile failed at the first DiT forward"),
+        ("flash_attn_missing", "FlashAttention is not installed"),
+    ],
+)
+def test_environment_failures_are_not_retried(tmp_path, config, speech, portrait, mode, text):
+    """The real program's own failures (preflight bypassed): recognised, with what to change."""
+    request = make_request(tmp_path, speech, portrait)
+    faulty = dataclasses.replace(with_env(config, FAKE_LIVEAVATAR_MODE=mode), enable_compile=mode == "compile_unbound")
+    argv, env = build_command(request, GANG1, get_preset("preview"), faulty, 29651)
+    outcome = run_job_process(argv, env, FAKES, request.log_path, 60, 1, TqdmProgress(2))
+    failure = classify_exit(outcome.exit_status, outcome.tail, timed_out=False, timeout_s=60, config=config)
+    assert failure.kind == FailureKind.ENVIRONMENT and not failure.retryable
+    assert text in failure.message
+    if mode == "compile_unbound":
+        assert "AVATARFLOW_LIVEAVATAR_COMPILE=false" in failure.message
+
+
+def test_missing_flash_attention_is_refused_before_launch(tmp_path, config, speech, portrait):
+    request = make_request(tmp_path, speech, portrait)
+    result = LiveAvatarEngine(with_env(config, FAKE_LIVEAVATAR_MODE="flash_attn_missing")).generate(request, GANG1)
+    assert result.failure.kind == FailureKind.ENVIRONMENT and "pip install flash-attn" in result.failure.message
+    assert launches(tmp_path) == []
+
+
+def test_compile_on_python_312_is_refused_unless_asked_for(tmp_path, config, speech, portrait, monkeypatch):
+    from inference import liveavatar
+
+    report = liveavatar.EnvironmentReport((3, 12), True)
+    compile_on = dataclasses.replace(config, enable_compile=True)
+    assert "torch.compile fails there" in report.problems(compile_on)[0]
+    assert report.problems(dataclasses.replace(compile_on, refuse_broken_compile=False)) == []
+    assert report.problems(compile_on, {"TORCHDYNAMO_CAPTURE_SCALAR_OUTPUTS": "1"}) == []
+    assert liveavatar.EnvironmentReport((3, 10), True).problems(compile_on) == []
+
+
+def test_no_ffmpeg_on_the_jobs_path_is_refused(tmp_path, config, speech, portrait):
+    """merge_video_audio runs `ffmpeg` from PATH and swallows its failure: refuse, not a silent video."""
+    bare = tmp_path / "bare-bin"
+    bare.mkdir()
+    result = LiveAvatarEngine(with_env(config, PATH=str(bare))).generate(make_request(tmp_path, speech, portrait),
+                                                                          GANG1)
+    assert result.failure.kind == FailureKind.ENVIRONMENT and "no `ffmpeg` on the PATH" in result.failure.message
+    assert launches(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    ("skip", "names"),
+    [
+        ("models_t5_umt5-xxl-enc-bf16.pth", "T5 text encoder not found"),
+        ("Wan2.1_VAE.pth", "VAE not found"),
+        ("config.json", "DiT config not found"),
+        ("diffusion_pytorch_model-00003-of-00004.safetensors", "diffusion_pytorch_model-00003-of-00004"),
+        ("google/umt5-xxl", "T5 tokenizer not found"),
+        ("wav2vec2-large-xlsr-53-english/model.safetensors", "wav2vec2 audio encoder weights not found"),
+    ],
+)
+def test_a_partial_checkpoint_names_the_missing_file(tmp_path, config, speech, portrait, skip, names):
+    ckpt = make_checkpoint(tmp_path / "partial/Wan2.2-S2V-14B", skip=(skip,))
+    request = make_request(tmp_path, speech, portrait)
+    result = LiveAvatarEngine(dataclasses.replace(config, ckpt_dir=ckpt)).generate(request, GANG1)
+    assert result.failure.kind == FailureKind.MISSING_WEIGHTS and not result.failure.retryable
+    assert names in result.failure.message and SETTING_CKPT_DIR in result.failure.message
+    assert launches(tmp_path) == []
+
+
+@pytest.mark.parametrize("skip", ["config.json", "google/umt5-xxl", "wav2vec2-large-xlsr-53-english"])
+def test_the_real_loaders_errors_are_missing_weights_too(tmp_path, config, speech, portrait, skip):
+    """diffusers' 'no file named config.json' and transformers' hub-id errors, past our own check."""
+    ckpt = make_checkpoint(tmp_path / "partial/Wan2.2-S2V-14B", skip=(skip,))
+    request = make_request(tmp_path, speech, portrait)
+    argv, env = build_command(request, GANG1, get_preset("preview"), dataclasses.replace(config, ckpt_dir=ckpt),
+                              29652)
+    outcome = run_job_process(argv, env, FAKES, request.log_path, 60, 1, TqdmProgress(2))
+    failure = classify_exit(outcome.exit_status, outcome.tail, timed_out=False, timeout_s=60, config=config)
+    assert outcome.exit_status == 1 and failure.kind == FailureKind.MISSING_WEIGHTS, failure
+
+
+def test_a_preview_of_long_speech_lasts_its_clips(tmp_path, config, media, portrait):
+    """Live Avatar caps a preview at 10 clips and its muxer cuts the speech there: 19.08 s of 25 s."""
+    long_speech = tmp_path / "speech25s.wav"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(media / "audio/musetalk_eng.wav"), "-t", "25",
+                    "-ac", "1", "-ar", "16000", "-c:a", "pcm_s16le", str(long_speech)], check=True)
+    request = make_request(tmp_path, long_speech, portrait, preset="preview")
+    result = LiveAvatarEngine(config).generate(request, GANG1)
+    assert result.ok, result.failure
+    assert result.config["num_clip"] == 10 and result.config["video_seconds"] == pytest.approx(477 / 25)
+    info = probe_video(request.output)
+    assert info.video_duration_s == pytest.approx(19.08, abs=0.05)
+    assert result.metrics.clips_done == 10
+
+
+def test_the_output_size_follows_the_portrait(tmp_path, config, speech, media):
+    wide = tmp_path / "wide.png"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(media / "image/liveavatar_kitchen_grandmother.jpg"),
+                    "-vf", "scale=1280:720", str(wide)], check=True)
+    request = make_request(tmp_path, speech, wide, preset="standard")
+    result = LiveAvatarEngine(config).generate(request, GANG1)
+    assert result.ok, result.failure
+    assert result.config["planned_size"] == [640, 384]  # 688*368 for 16:9 (DESIGN.md)
+    assert result.config["output"]["size"] == [640, 384] and result.config["output"]["size_as_planned"]
 
 
 def test_timeout_kills_the_whole_process_group(tmp_path, config, speech, portrait):
@@ -429,7 +570,7 @@ def test_nccl_hang_is_recognised_after_the_kill(tmp_path, config, speech, portra
 @pytest.mark.parametrize(
     ("edit", "kind", "text"),
     [
-        ({"--size": "1280*720"}, FailureKind.CONFIG_REJECTED, "expanded size of the tensor (3000)"),
+        ({"--size": "1280*720"}, FailureKind.CONFIG_REJECTED, "expanded size of the tensor (2800)"),
         ({"--sample_solver": "unipc"}, FailureKind.CONFIG_REJECTED, "only sample_solver euler works"),
         ({"--sample_steps": "5"}, FailureKind.CONFIG_REJECTED, "sample_steps must be 4"),
         ({"--ckpt_dir": "/nonexistent/Wan2.2-S2V-14B"}, FailureKind.MISSING_WEIGHTS, "models_t5_umt5"),
@@ -466,3 +607,48 @@ def test_classification_of_log_texts():
     assert classify_exit(0, "", timed_out=False, timeout_s=9) is None
     # OOM on one rank outranks the NCCL errors it causes on the others.
     assert classify_exit(1, nccl + "\n" + oom, timed_out=False, timeout_s=9).kind == FailureKind.OUT_OF_MEMORY
+
+
+def test_ranks_that_escape_the_process_group_are_killed_too(tmp_path):
+    """torchrun starts ranks in sessions of their own and waits 30 s for ones ignoring SIGTERM."""
+    from inference.liveavatar import ProcessTree, kill_process_group, kill_survivors
+
+    pidfile = tmp_path / "rank.pid"
+    launcher = subprocess.Popen(
+        [sys.executable, "-c",
+         "import subprocess, sys, time\n"
+         "rank = subprocess.Popen([sys.executable, '-c', 'import signal, time; "
+         "signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(300)'], start_new_session=True)\n"
+         f"open({str(pidfile)!r}, 'w').write(str(rank.pid))\n"
+         "time.sleep(300)\n"],
+        start_new_session=True)
+    tree = ProcessTree(launcher.pid, interval_s=0.1)
+    while not pidfile.exists() or not pidfile.read_text():
+        threading.Event().wait(0.05)
+    rank = int(pidfile.read_text())
+    tree.refresh()
+    kill_process_group(launcher, grace_s=0.5)
+    assert not pid_alive(launcher.pid) and not pid_alive(rank)
+    assert kill_survivors(tree, 0.5) == []
+
+
+def test_ranks_orphaned_by_a_dead_torchrun_are_found_and_killed(tmp_path):
+    from inference.liveavatar import ProcessTree, kill_survivors
+
+    pidfile = tmp_path / "rank.pid"
+    launcher = subprocess.Popen(
+        [sys.executable, "-c",
+         "import subprocess, sys, time\n"
+         "rank = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(300)'], start_new_session=True)\n"
+         f"open({str(pidfile)!r}, 'w').write(str(rank.pid))\n"
+         "time.sleep(300)\n"])
+    tree = ProcessTree(launcher.pid, interval_s=0.1)
+    while not pidfile.exists() or not pidfile.read_text():
+        threading.Event().wait(0.05)
+    rank = int(pidfile.read_text())
+    tree.refresh()
+    launcher.kill()  # torchrun dies; its rank, in a session of its own, lives on as an orphan
+    launcher.wait()
+    assert pid_alive(rank)
+    assert kill_survivors(tree, 0.5) == [rank]
+    assert not pid_alive(rank)

@@ -188,3 +188,31 @@ def test_gpus_lists_the_inventory(app, monkeypatch):
     result, text = invoke(app, "gpus")
     assert result.exit_code == 0, result.output
     assert "NVIDIA H100 80GB" in text and "81559" in text and "9.0" in text
+
+
+# Peaks measured on one H200 with the real program (random weights; benchmarks/gpu/results/
+# h200-2026-12-01): avatarflow's 512×512 crop, one GPU, offload on.
+MEASURED_H200_GB = {("standard", "bf16"): 68.99, ("preview", "bf16"): 49.12, ("preview", "fp8"): 37.97}
+
+
+@pytest.mark.parametrize(("preset", "precision"), sorted(MEASURED_H200_GB))
+def test_the_plan_agrees_with_the_h200_measurements_within_10_percent(preset, precision):
+    rows = plan(parse_gpu_spec("1xH200-141GB"))
+    predicted = row(rows, preset, "single", precision).peak_gb
+    measured = MEASURED_H200_GB[(preset, precision)]
+    assert abs(predicted - measured) / measured < 0.10
+
+
+def test_tokens_come_from_the_video_the_portrait_gives():
+    # 688*368 as a frame of its own shape: 43 × 23 tokens; a 512×512 crop makes 448×448: 28 × 28.
+    assert tokens_per_frame("688*368") == 43 * 23
+    assert tokens_per_frame("688*368", (512, 512)) == 28 * 28
+    assert tokens_per_frame("384*256", (512, 512)) == 16 * 16
+
+
+def test_fp8_at_small_sizes_peaks_while_loading_the_bf16_dit():
+    small = single_gpu_memory("384*256", "fp8", (512, 512))
+    assert small.peak_phase.startswith("loading") and small.total_gb > small.denoising_gb
+    large = single_gpu_memory("688*368", "fp8", (512, 512))
+    assert large.peak_phase == "denoising"
+    assert single_gpu_memory("384*256", "bf16", (512, 512)).peak_phase == "denoising"

@@ -20,7 +20,9 @@ import pytest
 
 from inference.engine import FailureKind, GenerationRequest, GpuGang, Progress
 from inference.liveavatar import LiveAvatarConfig, PortAllocator, partial_output_path, pid_alive
+from inference.output_rules import wav_samples
 from inference.verify import probe_video
+from fakes.liveavatar.fake_layout import make_checkpoint, make_lora
 from inference.warm_client import WORKER_SCRIPT, WarmWorkerEngine, worker_command
 from inference.warm_worker import classify_exception
 
@@ -47,13 +49,10 @@ def portrait(media) -> Path:
 
 @pytest.fixture
 def config(tmp_path) -> LiveAvatarConfig:
-    ckpt = tmp_path / "weights/Wan2.2-S2V-14B"
-    ckpt.mkdir(parents=True)
-    (ckpt / "config.json").write_text("{}")
-    lora = tmp_path / "weights/liveavatar.safetensors"
-    lora.write_bytes(b"fake")
+    ckpt = make_checkpoint(tmp_path / "weights/Wan2.2-S2V-14B")
+    lora = make_lora(tmp_path / "weights/liveavatar.safetensors")
     return LiveAvatarConfig(
-        checkout=FAKES, torchrun=FAKES / "torchrun", ckpt_dir=ckpt, lora_path=lora,
+        checkout=FAKES, torchrun=FAKES / "torchrun", python=FAKES / "python", ckpt_dir=ckpt, lora_path=lora,
         extra_env={"FAKE_TORCHRUN_RECORD": str(tmp_path / "torchrun.jsonl")},
         timeout_floor_s=60, kill_grace_s=2, port_lock_dir=tmp_path / "ports",
     )
@@ -67,12 +66,13 @@ def engine(config):
 
 
 def make_request(tmp_path: Path, audio: Path, image: Path, name: str, *, fail: str | None = None,
-                 **overrides) -> GenerationRequest:
+                 preset: str = "preview", **overrides) -> GenerationRequest:
     prompt = f"{PROMPT} [fake_fail={fail}]" if fail else PROMPT
+    samples = wav_samples(audio)
     return GenerationRequest(
-        asset_key=name, image=image, audio=audio, prompt=prompt, preset="preview", seed=7,
+        asset_key=name, image=image, audio=audio, prompt=prompt, preset=preset, seed=7,
         output=tmp_path / "out" / f"{name}.mp4", log_path=tmp_path / "logs" / f"{name}.log",
-        audio_seconds=3.0, overrides=overrides,
+        audio_seconds=samples / 16000, audio_samples=samples, overrides=overrides,
     )
 
 
@@ -254,7 +254,8 @@ def test_clean_shutdown(tmp_path, engine, speech, portrait):
 def test_worker_command_shares_the_per_job_arguments(config):
     argv = worker_command(GANG5, dataclasses.replace(config, fp8=True), 29777)
     assert argv == [
-        str(FAKES / "torchrun"), "--nproc_per_node", "5", "--master_port", "29777", str(WORKER_SCRIPT),
+        str(FAKES / "torchrun"), "--nproc_per_node", "5", "--master_port", "29777", "--tee", "2",
+        str(WORKER_SCRIPT),
         "--backend", "liveavatar", "--checkout", str(FAKES),
         "--task", "s2v-14B", "--ulysses_size", "1", "--ckpt_dir", str(config.ckpt_dir),
         "--training_config", "liveavatar/configs/s2v_causal_sft.yaml", "--load_lora",
@@ -295,7 +296,10 @@ def test_worker_classifies_exceptions():
     assert classify_exception(FileNotFoundError(2, "No such file or directory", "ffprobe")) == "crashed"
 
 
-REAL_TORCHRUN = os.environ.get("AVATARFLOW_TEST_TORCHRUN") or shutil.which("torchrun")
+# torch is a test dependency: its torchrun sits beside the test interpreter.
+REAL_TORCHRUN = (os.environ.get("AVATARFLOW_TEST_TORCHRUN") or shutil.which("torchrun")
+                 or (str(Path(sys.executable).with_name("torchrun"))
+                     if Path(sys.executable).with_name("torchrun").exists() else None))
 
 
 @pytest.mark.skipif(not REAL_TORCHRUN, reason="needs a real torchrun (set AVATARFLOW_TEST_TORCHRUN)")
@@ -317,3 +321,37 @@ def test_pipeline_broadcast_under_real_torchrun(tmp_path, config, speech, portra
         assert_verified(engine.generate(again, GANG5), again)
     finally:
         engine.close()
+
+
+@pytest.mark.skipif(not REAL_TORCHRUN, reason="needs a real torchrun (set AVATARFLOW_TEST_TORCHRUN)")
+def test_the_real_backend_path_on_one_gpu(tmp_path, config, speech, portrait):
+    """warm_worker.py's LiveAvatarBackend, launched as production launches it (a real torchrun of
+    the script in inference/), driving the FAKE Live Avatar package's WanS2V (tests/fakes/liveavatar/
+    liveavatar): a process group exists on one GPU (the real pipeline calls dist.get_rank() in
+    every block), WanS2V gets the script's keyword arguments (init_on_cpu left at its default),
+    Live Avatar's own `liveavatar` package is imported (not inference/liveavatar.py), the model is
+    loaded once for several jobs, and each job's clips are reported as they finish."""
+    record = tmp_path / "pipeline.jsonl"
+    real = dataclasses.replace(config, torchrun=Path(REAL_TORCHRUN), extra_env={
+        "AVATARFLOW_WARM_DIST_BACKEND": "gloo", "FAKE_LIVEAVATAR_RECORD": str(record)})
+    port = PortAllocator(29840, 29899, lock_dir=tmp_path / "ports").acquire()
+    launcher = worker_command(GANG1, real, port.port)
+    port.release()
+    engine = WarmWorkerEngine(real, GANG1, launcher=launcher, load_timeout_s=120)
+    try:
+        seen: list[Progress] = []
+        first = make_request(tmp_path, speech, portrait, "r1")
+        result = engine.generate(first, GANG1, seen.append)
+        assert result.ok, result.failure
+        assert [p.clips_done for p in seen] == list(range(1, result.metrics.clips_planned + 1))
+        assert result.metrics.first_step_seconds is not None and result.metrics.seconds_per_step is not None
+        second = make_request(tmp_path, speech, portrait, "r2", preset="standard")
+        assert engine.generate(second, GANG1).ok
+        assert engine.health()["worker"]["jobs_served"] == 2 and engine._starts == 1
+    finally:
+        engine.close()
+    events = [json.loads(line) for line in record.read_text().splitlines()]
+    (init,) = [e for e in events if e["event"] == "init"]
+    assert "init_on_cpu" not in init, "the script never passes init_on_cpu; its default (True) must hold"
+    assert init["single_gpu"] is True and init["rank"] == 0
+    assert [e["event"] for e in events].count("generate") == 2
