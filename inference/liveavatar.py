@@ -987,6 +987,8 @@ _NCCL = re.compile(
     r"|DistBackendError|ncclRemoteError"
 )
 _SOLVER = re.compile(r"Unsupported solver|NotImplementedError:.*solver")
+# torchrun's ChildFailedError summary of a rank that died of a signal.
+_RANK_KILLED = re.compile(r"Signal (\d+) \(SIG\w+\) received by PID")
 # More than 4 steps index a per-step KV cache that does not exist: on one GPU the fifth step's
 # _move_kv_cache_to_working_gpu reads self.kv_cache1[str(moved_id)] -> KeyError: '5'.
 _STEPS = re.compile(r"(?:_move_kv_cache_to_working_gpu|kv_cache1\[str\()[\s\S]*KeyError: '\d+'")
@@ -1023,6 +1025,12 @@ def classify_text(text: str, config: LiveAvatarConfig | None = None) -> Failure 
         return Failure(
             FailureKind.NCCL_HANG,
             "a pipeline rank failed and the others blocked in NCCL: " + _last_line(text, _NCCL),
+        )
+    if match := _RANK_KILLED.search(text):
+        return Failure(
+            FailureKind.WORKER_DIED,
+            f"a rank was killed by signal {match.group(1)} (the OOM killer, an operator, a crash of the "
+            "host process): torchrun ended the job; the next job starts fresh ranks",
         )
     if _SOLVER.search(text):
         return Failure(

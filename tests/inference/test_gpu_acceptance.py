@@ -61,3 +61,22 @@ def test_the_harness_records_each_job(tmp_path, inputs, monkeypatch):
     # A second invocation resumes: nothing is run again.
     assert harness.main(argv) == 0
     assert len((work / "results.jsonl").read_text().splitlines()) == 4
+
+
+def test_the_pipeline_runs_of_the_harness(tmp_path, inputs, monkeypatch):
+    """The 5-GPU runs, ready for a machine with 5+ GPUs: a job, and a denoising rank killed mid-job."""
+    weights = tmp_path / "weights"
+    make_checkpoint(weights / "Wan2.2-S2V-14B")
+    make_lora(weights / "liveavatar.safetensors")
+    monkeypatch.setenv("PYTHONPATH", str(FAKES / "fake_env"))
+    monkeypatch.setenv("FAKE_LIVEAVATAR_STEP_SECONDS", "0.02")  # ranks still running when one is killed
+    harness = _harness()
+    work = tmp_path / "work"
+    assert harness.main(["--liveavatar", str(FAKES), "--weights", str(weights), "--inputs", str(inputs),
+                         "--work", str(work), "--torchrun", str(FAKES / "torchrun"),
+                         "--runs", "pipeline-384x256-bf16,pipeline-kill-a-denoising-rank"]) == 0
+    job, killed = [json.loads(line) for line in (work / "results.jsonl").read_text().splitlines()]
+    assert job["ok"] and job["gang"] == "gang0-4" and job["metrics"]["clips_done"] == 10
+    assert job["fps_total"] > 0 and job["planner_gb"] < 60  # a pipeline rank's prediction
+    assert killed["killed"]["pid"] and killed["failure"]["kind"] in ("worker_died", "nccl_hang")
+    assert killed["processes_left"] == []

@@ -652,3 +652,10 @@ def test_ranks_orphaned_by_a_dead_torchrun_are_found_and_killed(tmp_path):
     assert pid_alive(rank)
     assert kill_survivors(tree, 0.5) == [rank]
     assert not pid_alive(rank)
+
+
+def test_a_rank_killed_by_a_signal_is_worker_death():
+    tail = ("torch.distributed.elastic.multiprocessing.errors.ChildFailedError:\n"
+            "  exitcode  : -9 (pid: 25324)\n  traceback : Signal 9 (SIGKILL) received by PID 25324")
+    failure = classify_exit(1, tail, timed_out=False, timeout_s=9)
+    assert failure.kind == FailureKind.WORKER_DIED and failure.retryable and "signal 9" in failure.message
