@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from avatarflow.storage import Storage
 
 
 class Settings(BaseSettings):
@@ -45,7 +48,12 @@ class Settings(BaseSettings):
         default=60.0, description="Longer speech is split at pauses into segments of at most this."
     )
     # generation
-    engine: str = Field(default="cpu", description="cpu (no GPU, no weights), liveavatar (per job) or liveavatar-warm")
+    engine: Literal["cpu", "liveavatar", "liveavatar-warm", "instant"] = Field(
+        default="cpu", description="cpu (no GPU, no weights), liveavatar (per job), liveavatar-warm "
+        "(a long-lived worker per gang); instant is for benchmarks")
+    gang_lock: Literal["prefect", "process"] = Field(
+        default="prefect", description="How a GPU gang is held: prefect (a global concurrency limit, "
+        "across processes and hosts) or process (a lock in this process only: tests, one-process runs)")
     cpu_engine_timeout_s: float = Field(default=1800, description="Wall-clock limit of one CPU-engine video")
     gangs: str = Field(default="cpu", description='GPU gangs of this host, e.g. "0" or "0;1-5"; "cpu" for the CPU engine')
     max_generation_attempts: int = Field(default=3, description="Generations per asset, regenerations included")
@@ -75,6 +83,12 @@ class Settings(BaseSettings):
     pipeline_threads: int = Field(default=32, description="Prefect task-runner threads per batch run")
     cpu_workers: int = Field(default=2, description="CPU-heavy stage runs at once per process")
     # QC and review
+    scorer: Literal["auto", "landmark", "syncnet"] = Field(
+        default="auto", description="Lip-sync scorer: auto (SyncNet when syncnet_weights is set, else "
+        "landmark), landmark (weight-free) or syncnet")
+    syncnet_weights: Path | None = Field(default=None, description="SyncNet weights file (syncnet scorer)")
+    lipsync_calibration: Path | None = Field(
+        default=None, description="A calibration JSON (or a folder of <scorer>.json) other than the shipped one")
     qc_gate: float = Field(default=0.92, description="Calibrated lip-sync score a video must exceed")
     qc_margin: float = Field(default=0.03, description="Scores within this of the gate go to review")
     review_sample_rate: float = Field(default=0.1, description="Share of passed videos sampled for review")
@@ -82,6 +96,9 @@ class Settings(BaseSettings):
     review_url: str = "http://127.0.0.1:8080"
     sqlite_busy_timeout_ms: int = 30_000
     claim_lease_seconds: int = 15 * 60
+    stage_retry_limit: int = Field(
+        default=2, description="Re-runs of a stage whose failure was retryable (a timeout, a crash), per "
+        "asset and stage, before the failure stands; generation has its own max_generation_attempts")
 
     @field_validator("data_root", mode="after")
     @classmethod
@@ -94,9 +111,7 @@ class Settings(BaseSettings):
         return [p.expanduser().resolve() for p in value]
 
     @property
-    def storage(self) -> "Storage":
-        from avatarflow.storage import Storage
-
+    def storage(self) -> Storage:
         return Storage(self.data_root)
 
     @property

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import statistics
 import sys
 import tempfile
@@ -29,25 +28,20 @@ sys.path.insert(0, str(Path(__file__).parent))  # machine.py
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run as a plain script from anywhere
 
-from machine import describe  # noqa: E402
+from machine import cpu_seconds, describe
 
-from inference.cpu_engine import (  # noqa: E402
+from inference.cpu_engine import (
     FPS,
     MouthWarpAnimator,
     MouthWarpCpuEngine,
     face_geometry,
     mouth_openings,
 )
-from inference.engine import GenerationRequest, GpuGang  # noqa: E402
-from tasks.audio import load_pcm, prepare_audio  # noqa: E402
-from tasks.face import crop_face, default_detector, load_portrait  # noqa: E402
-
-
-def cpu_seconds() -> float:
-    """CPU time of this process and of its finished children (ffmpeg, ffprobe)."""
-    own = resource.getrusage(resource.RUSAGE_SELF)
-    children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+from inference.engine import GenerationRequest, GpuGang
+from tasks.audio import load_pcm, prepare_audio
+from tasks.face import crop_face
+from tasks.face_detectors import default_detector
+from tasks.images import load_portrait
 
 
 def main() -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import resource
 import subprocess
 
 
@@ -42,3 +43,15 @@ def describe() -> str:
 
 if __name__ == "__main__":
     print(describe())
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process and of its finished children (ffmpeg, ffprobe)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages, for the line a figure is printed with."""
+    return " ".join(f"{v:.2f}" for v in os.getloadavg())

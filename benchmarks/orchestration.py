@@ -23,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from machine import describe  # noqa: E402
+from machine import describe
 
 MEDIA = Path(__file__).resolve().parents[2] / "shared" / "media"
 CPU_STAGES = {"preprocess", "join", "qc", "transcode"}
@@ -46,8 +46,8 @@ def main() -> None:
     })
     from prefect.testing.utilities import prefect_test_harness
 
+    from db import stage as pipeline  # WORK_SECONDS: time inside the stage functions
     from flows.batch import batch_flow
-    from tasks import pipeline
 
     with prefect_test_harness(server_startup_timeout=180):
         # Warm-up: the one real generation that every later request replays, and imports.

@@ -19,7 +19,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run as a plain script from anywhere
 
-from tasks.audio import prepare_audio, split_at_pauses  # noqa: E402
+from tasks.audio import prepare_audio, split_at_pauses
 
 DEFAULT_MEDIA = Path(os.environ.get("AVATARFLOW_TEST_MEDIA", REPO.parent / "shared" / "media"))
 SPLIT_FILE = "musetalk_eng.wav"

@@ -21,7 +21,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run as a plain script from anywhere
 
-from tasks.face import FaceError, MediaPipeDetector, crop_face  # noqa: E402
+from tasks.face import crop_face
+from tasks.face_detectors import MediaPipeDetector
+from tasks.face_types import FaceError
 
 IMAGES = [
     "facerec_obama.jpg",

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -31,15 +30,9 @@ sys.path.insert(0, str(REPO))  # run as a plain script from anywhere
 sys.path.insert(0, str(Path(__file__).parent))
 os.environ.setdefault("GLOG_minloglevel", "2")  # MediaPipe's setup chatter
 
-from machine import describe  # noqa: E402
+from machine import cpu_seconds, describe
 
-from qc.lipsync import LandmarkSyncScorer  # noqa: E402
-
-
-def cpu_seconds() -> float:
-    own = resource.getrusage(resource.RUSAGE_SELF)
-    children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+from qc.lipsync import LandmarkSyncScorer
 
 
 def production_copy(src: Path, folder: Path) -> Path:

@@ -19,12 +19,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from machine import describe  # noqa: E402
+from machine import describe
 
-from db.pgserver import PostgresServer  # noqa: E402
-from db.session import Database  # noqa: E402
-from tasks.intake import read_manifest, submit, validate_rows  # noqa: E402
-from tasks.prompts import TemplateLibrary  # noqa: E402
+from db.pgserver import PostgresServer
+from db.session import Database
+from tasks.intake import read_manifest, submit, validate_rows
+from tasks.prompts import TemplateLibrary
 
 MEDIA = Path(__file__).resolve().parents[2] / "shared" / "media"
 

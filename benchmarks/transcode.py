@@ -19,9 +19,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run as a plain script from anywhere
 sys.path.insert(0, str(Path(__file__).parent))
-from machine import describe  # noqa: E402
+from machine import describe
 
-from tasks.transcode import X264_PRESET, probe_media, transcode  # noqa: E402
+from tasks.transcode import X264_PRESET, probe_media, transcode
 
 DEFAULT_MEDIA = Path(os.environ.get("AVATARFLOW_TEST_MEDIA", REPO.parent / "shared" / "media"))
 # Square talking heads near the generator's 512x512, and one larger frame.

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session, selectinload
 
 from avatarflow.errors import NotFound
-from db.models import Asset, Batch
+from db.models import Asset, Batch, QCResult
 from db.states import AssetState
 
 
@@ -52,3 +54,21 @@ def find_asset(session: Session, ref: str) -> Asset:
     if len(matches) > 1:
         raise NotFound(f"{ref!r} matches several assets ({', '.join(a.key[:12] for a in matches)}); give more of the key")
     return matches[0]
+
+
+def batch_results(session: Session, batch_id: int, *, review_url: str) -> list[dict[str, Any]]:
+    """One row per top-level asset of the batch: state, score, verdict, attempts, why, review link."""
+    rows = []
+    assets = session.scalars(select(Asset).where(Asset.batch_id == batch_id, Asset.parent_id.is_(None))
+                             .order_by(Asset.id)).all()
+    for asset in assets:
+        qc = session.scalars(select(QCResult).where(QCResult.asset_id == asset.id)
+                             .order_by(QCResult.id.desc())).first()
+        rows.append({
+            "asset": asset.id, "external id": asset.external_id or "", "state": asset.state,
+            "lip-sync score": "" if qc is None or qc.score is None else f"{qc.score:.3f}",
+            "verdict": qc.verdict if qc else "", "attempts": len(asset.attempts),
+            "why": asset.failure_reason or (", ".join(qc.reasons[:2]) if qc else ""),
+            "review": f"{review_url}/assets/{asset.id}" if asset.state == AssetState.REVIEW_PENDING else "",
+        })
+    return rows

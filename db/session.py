@@ -16,6 +16,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from avatarflow.errors import ConfigurationError
+from avatarflow.settings import get_settings
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 
@@ -112,8 +113,6 @@ class Database:
 def open_database(settings: Any | None = None, *, migrate: bool = True) -> Database:
     """The configured database, migrated on first use."""
     if settings is None:
-        from avatarflow.settings import get_settings
-
         settings = get_settings()
     database = Database(settings.resolved_database_url, busy_timeout_ms=settings.sqlite_busy_timeout_ms)
     if migrate:
@@ -127,8 +126,6 @@ _shared: dict[str, Database] = {}
 def shared_database(settings: Any | None = None) -> Database:
     """One migrated Database per URL per process, for Prefect tasks that run many times."""
     if settings is None:
-        from avatarflow.settings import get_settings
-
         settings = get_settings()
     url = settings.resolved_database_url
     if url not in _shared:

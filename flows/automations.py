@@ -18,6 +18,8 @@ PAYLOAD = json.dumps({
 
 def create_failure_webhook(url: str) -> UUID:
     """Create (or replace) the automation and its webhook block; returns the automation id."""
+    # Prefect is imported here, not at the top: the CLI imports this module at start-up, and
+    # Prefect's two seconds of import belong only to the command that uses it.
     from prefect.automations import Automation
     from prefect.blocks.webhook import Webhook
     from prefect.events.actions import CallWebhook

@@ -1,145 +1,170 @@
 """The `batch` flow: every asset of a batch from submitted to approved, review_pending or rejected.
 
-    preprocess → plan → generate → (join segments) → QC → transcode → route
-
-One task run per asset per stage. Each asset's stages are chained with futures, so CPU stages
-of other assets run while a GPU gang generates. The flow works in rounds: a round submits every
-asset's remaining stages; assets sent back for regeneration are picked up by the next round.
+Each asset runs the stages below in order, one Prefect task run per stage, starting from the
+stage its state calls for; its chain stops as soon as a stage leaves it where it was (failed,
+waiting for its segments, sent back for regeneration, waiting for a person). Chains of
+different assets overlap, so CPU stages of some run while a GPU gang generates for another.
+The flow works in rounds: a round moves every asset as far as it goes; assets sent back for
+regeneration, or whose retryable failure is retried, are picked up by the next round.
 Everything an asset has done lives in the database, so a killed run started again carries on
 where it stopped.
 """
 
 from __future__ import annotations
 
+import queue
+from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger
-from prefect.artifacts import create_link_artifact, create_progress_artifact, create_table_artifact, update_progress_artifact
-from prefect.futures import PrefectFuture, wait
+from prefect.artifacts import (
+    create_link_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
+from prefect.futures import PrefectFuture
 from prefect.states import Completed
 from prefect.task_runners import ThreadPoolTaskRunner
-from sqlalchemy import select
 
 from avatarflow.settings import get_settings
-from db.models import Asset, Batch, QCResult
-from db.queries import get_batch
+from db.queries import batch_results, get_batch
 from db.session import shared_database
-from db.states import TERMINAL, WAITING_FOR_PEOPLE, AssetState
+from db.stage import StageContext, StageOutcome
+from db.states import AssetState
+from flows.stages import generate, join, plan, preprocess, qc, route, transcode
 from inference.gangs import configured_gangs, ensure_gang_limits
-from inference.prefect_tasks import generate_task, plan_task
 from inference.stage import recover_interrupted
-from qc.prefect_tasks import qc_task, route_task
 from tasks.intake import submit
-from tasks.pipeline import Work, batch_counts, pending_work
-from tasks.prefect_tasks import join_task, preprocess_task, transcode_task
+from tasks.pipeline import DONE, Work, batch_counts, pending_work, retry_failed
 
-TASKS = {"preprocess": preprocess_task, "plan": plan_task, "generate": generate_task, "join": join_task,
-         "qc": qc_task, "transcode": transcode_task, "route": route_task}
-DONE = {s.value for s in TERMINAL | WAITING_FOR_PEOPLE} | {AssetState.APPROVED.value, AssetState.FAILED.value}
-
-
-def _submit_chain(work: Work, gang_name: str) -> PrefectFuture[Any]:
-    future: PrefectFuture[Any] | None = None
-    for stage in work.stages:
-        task = TASKS[stage]
-        kwargs: dict[str, Any] = {"asset_id": work.asset_id}
-        if stage == "generate":
-            kwargs["gang_name"] = gang_name
-        future = task.submit(**kwargs, wait_for=[future] if future else None)
-    assert future is not None
-    return future
+S = AssetState
+# The pipeline, in order: the table of contents.
+STAGES = (preprocess, plan, generate, join, qc, transcode, route)
+# Where an asset in each state enters the pipeline.
+ENTRY: dict[str, Any] = {
+    S.SUBMITTED: preprocess,
+    S.PREPROCESSED: plan,
+    S.PLANNED: generate,
+    S.SPLIT: join,
+    S.GENERATED: qc,
+    S.QC_PASSED: transcode,
+    S.QC_FAILED: route,
+    S.REVIEW_PENDING: transcode,  # its renditions, for the reviewers
+}
 
 
-def _summary(batch_id: int) -> dict[str, Any]:
-    database = shared_database()
-    with database.session() as session:
-        counts = batch_counts(session, batch_id)
-    finished = sum(n for state, n in counts.items() if state in DONE)
-    return {"counts": dict(counts), "total": sum(counts.values()), "finished": finished}
+class StageThreads(ThreadPoolTaskRunner):
+    """The flow's thread pool, sized from `AVATARFLOW_PIPELINE_THREADS` when a run starts (the
+    flow object is built at import time, so a size passed there would be frozen then)."""
+
+    def __enter__(self) -> StageThreads:
+        self._max_workers = get_settings().pipeline_threads
+        return super().__enter__()
 
 
-def _results_table(batch_id: int) -> list[dict[str, Any]]:
-    settings = get_settings()
-    database = shared_database()
-    rows = []
-    with database.session() as session:
-        assets = session.scalars(select(Asset).where(Asset.batch_id == batch_id, Asset.parent_id.is_(None))
-                                 .order_by(Asset.id)).all()
-        for asset in assets:
-            qc = session.scalars(select(QCResult).where(QCResult.asset_id == asset.id)
-                                 .order_by(QCResult.id.desc())).first()
-            rows.append({
-                "asset": asset.id, "external id": asset.external_id or "", "state": asset.state,
-                "lip-sync score": "" if qc is None or qc.score is None else f"{qc.score:.3f}",
-                "verdict": qc.verdict if qc else "", "attempts": len(asset.attempts),
-                "why": asset.failure_reason or (", ".join(qc.reasons[:2]) if qc else ""),
-                "review": f"{settings.review_url}/assets/{asset.id}" if asset.state == AssetState.REVIEW_PENDING else "",
-            })
-    return rows
+def next_stage(outcome: StageOutcome) -> Any | None:
+    """The stage an asset goes on to, or None when it did not move on (its chain ends here)."""
+    if not outcome.advanced or outcome.stage == "route" or outcome.state == S.SPLIT:
+        return None  # a split parent waits for its segments: a later round joins them
+    if outcome.stage == "transcode":
+        return route if outcome.state == S.QC_PASSED else None
+    return ENTRY.get(outcome.state)
 
 
-@flow(name="batch", task_runner=ThreadPoolTaskRunner(max_workers=get_settings().pipeline_threads),
-      log_prints=True)
+def run_round(work: list[Work], gangs: list[Any]) -> int:
+    """Move every asset of `work` as far as its chain goes; returns how many stages ran."""
+    done: queue.Queue[tuple[PrefectFuture[StageOutcome], str]] = queue.Queue()
+    ran = 0
+
+    def submit_stage(stage: Any, asset_id: int, gang_name: str) -> None:
+        nonlocal ran
+        kwargs = {"asset_id": asset_id, "gang_name": gang_name if stage is generate else None}
+        future = stage.submit(**kwargs)
+        future.add_done_callback(lambda f: done.put((f, gang_name)))
+        ran += 1
+
+    pending = 0
+    for i, item in enumerate(work):
+        submit_stage(ENTRY[item.state], item.asset_id, gangs[i % len(gangs)].name)
+        pending += 1
+    while pending:
+        future, gang_name = done.get()
+        pending -= 1
+        outcome = future.result()
+        following = next_stage(outcome)
+        if following is not None:
+            submit_stage(following, outcome.asset_id, gang_name)
+            pending += 1
+    return ran
+
+
+@flow(name="batch", task_runner=StageThreads(), log_prints=True)
 def batch_flow(manifest: str | None = None, batch: str | None = None) -> Any:
     """Run a batch (a manifest to submit, or the name of a batch already submitted) to the review queue."""
     logger = get_run_logger()
     settings = get_settings()
     database = shared_database(settings)
+    ctx = StageContext(database, settings, actor="prefect:batch")
     if manifest:
-        from pathlib import Path
-
         intake = submit(database, Path(manifest), batch_name=batch, input_roots=settings.input_roots,
-                        default_preset=settings.default_preset, actor="prefect:batch")
+                        default_preset=settings.default_preset, actor=ctx.actor)
         for problem in intake.problems:
             logger.warning("manifest %s", problem)
         batch = intake.batch_name
     if not batch:
         raise ValueError("give a manifest or the name of a submitted batch")
     with database.session() as session:
-        found: Batch = get_batch(session, batch)
+        found = get_batch(session, batch)
         batch_id, batch_name = found.id, found.name
 
     gangs = configured_gangs(settings)
     ensure_gang_limits(gangs)
-    recovered = recover_interrupted(database, batch_id, actor="prefect:batch")
-    if recovered:
+    if recovered := recover_interrupted(ctx, batch_id):
         logger.warning("%d asset(s) were left generating by a run that died; queued again", len(recovered))
 
     progress_id = create_progress_artifact(progress=0.0, key=f"batch-{batch_id}-progress",
                                            description=f"batch {batch_name}: share of assets finished")
-    for round_number in range(settings.max_generation_attempts + 3):
+    for round_number in range(settings.max_generation_attempts + settings.stage_retry_limit + 3):
         with database.session() as session:
+            if retried := retry_failed(session, batch_id, limit=settings.stage_retry_limit, actor=ctx.actor):
+                logger.warning("retrying %d asset(s) whose failure was retryable", len(retried))
             work = pending_work(session, batch_id)
         if not work:
             break
         logger.info("round %d: %d asset(s) to move on", round_number + 1, len(work))
-        finals = [_submit_chain(item, gangs[i % len(gangs)].name) for i, item in enumerate(work)]
-        for done_count, _ in enumerate(_as_completed(finals), start=1):
-            summary = _summary(batch_id)
-            update_progress_artifact(progress_id, 100.0 * summary["finished"] / max(summary["total"], 1))
-    summary = _summary(batch_id)
-    update_progress_artifact(progress_id, 100.0 * summary["finished"] / max(summary["total"], 1))
+        run_round(work, gangs)
+        update_progress_artifact(progress_id, _finished_share(ctx, batch_id))
+    update_progress_artifact(progress_id, _finished_share(ctx, batch_id))
+    return _report(ctx, batch_id, batch_name)
 
-    create_table_artifact(key=f"batch-{batch_id}-results", table=_results_table(batch_id),
+
+def _finished_share(ctx: StageContext, batch_id: int) -> float:
+    with ctx.database.session() as session:
+        counts = batch_counts(session, batch_id)
+    return 100.0 * sum(n for state, n in counts.items() if state in DONE) / max(sum(counts.values()), 1)
+
+
+def _report(ctx: StageContext, batch_id: int, batch_name: str) -> Any:
+    """The run's artifacts (results table, review link) and its final state's message."""
+    settings = ctx.settings
+    with ctx.database.session() as session:
+        counts = batch_counts(session, batch_id)
+        rows = batch_results(session, batch_id, review_url=settings.review_url)
+    total = sum(counts.values())
+    finished = sum(n for state, n in counts.items() if state in DONE)
+    create_table_artifact(key=f"batch-{batch_id}-results", table=rows,
                           description=f"batch {batch_name}: per-asset results")
-    waiting = summary["counts"].get(AssetState.REVIEW_PENDING.value, 0)
+    waiting = counts.get(S.REVIEW_PENDING.value, 0)
     if waiting:
         create_link_artifact(key="review-queue", link=f"{settings.review_url}/queue?batch={batch_id}",
                              link_text=f"{waiting} video(s) of {batch_name} waiting for review",
                              description="The reviewers' queue")
-    counts = summary["counts"]
-    message = (f"batch {batch_name}: {summary['total']} asset(s): "
+    message = (f"batch {batch_name}: {total} asset(s): "
                f"{counts.get('approved', 0) + counts.get('delivered', 0)} approved, "
                f"{waiting} awaiting review, {counts.get('rejected', 0)} rejected, "
-               f"{counts.get('failed', 0)} failed, {summary['total'] - summary['finished']} unfinished")
-    logger.info(message)
+               f"{counts.get('failed', 0)} failed, {total - finished} unfinished")
+    get_run_logger().info(message)
     # The summary becomes the run's final state message, so the Prefect UI shows it at a glance.
     return Completed(message=message, data={"batch": batch_name, "batch_id": batch_id, "message": message,
-                                            **summary})
-
-
-def _as_completed(futures: list[PrefectFuture[Any]]):  # type: ignore[no-untyped-def]
-    from prefect.futures import as_completed
-
-    yield from as_completed(futures)
-    wait(futures)
+                                            "counts": dict(counts), "total": total, "finished": finished})

@@ -6,24 +6,27 @@ import os
 import sys
 import traceback
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import click
 import typer
 from rich.console import Console
+from rich.progress import Progress
 from rich.table import Table
 
 from avatarflow.errors import AvatarflowError
 from avatarflow.settings import Settings, get_settings
 from avatarflow.storage import Storage
+from db.models import Asset
 from db.queries import batch_summaries, find_asset, get_batch, state_counts
 from db.session import Database, open_database
+from db.stage import StageContext
 from flows.cli_plan import gpus_command, plan_command
-from flows.cli_report import report_command
 from flows.cli_qc import qc_app
+from flows.cli_report import report_command
 from flows.cli_review import review_app, reviewer_app
-from flows.cli_run import automations_app, deliver_command, demo_command, run_command
-from tasks.intake import IntakeResult, submit as submit_manifest
+from flows.cli_run import automations_app, deliver_command, demo_command, print_intake, run_command
+from tasks.intake import submit as submit_manifest
 from tasks.prompts import TemplateLibrary
 
 app = typer.Typer(
@@ -74,33 +77,10 @@ def init() -> None:
                   f"{', migrated now' if applied else ', up to date'})")
 
 
-def print_intake(result: IntakeResult) -> None:
-    if result.problems:
-        table = Table(title=f"{len(result.rejected_rows) or 1} row(s) rejected", title_style="bold red")
-        for column in ("row", "where", "field", "reason"):
-            table.add_column(column, overflow="fold")
-        for problem in result.problems:
-            table.add_row(str(problem.row or "-"), problem.location, problem.field, problem.reason)
-        console.print(table)
-    new, known = len(result.created), len(result.existing)
-    if result.batch_id is None and not result.specs:
-        console.print(f"[red]nothing registered[/]: no valid rows in {result.source}")
-        return
-    if result.batch_id is None:
-        console.print(f"dry run: {len(result.specs)} valid row(s) in {result.source}, nothing registered")
-        return
-    summary = f"batch [bold]{result.batch_name}[/] (id {result.batch_id}): {new} new asset(s) registered"
-    if known:
-        summary += f", {known} already registered (nothing new created for them)"
-    if result.problems:
-        summary += f", {len(result.rejected_rows) or len(result.problems)} row(s) rejected"
-    console.print(summary)
-
-
 @app.command()
 def submit(
     manifest: Annotated[Path, typer.Argument(help="CSV, JSONL or YAML manifest, or a folder of name.jpg + name.wav pairs.")],
-    batch: Annotated[Optional[str], typer.Option(help="Batch name (default: the manifest's name).")] = None,
+    batch: Annotated[str | None, typer.Option(help="Batch name (default: the manifest's name).")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate only; register nothing.")] = False,
 ) -> None:
     """Validate a manifest and register its assets (idempotent: known assets are not added again)."""
@@ -127,8 +107,8 @@ def _counts_table(title: str, counts: dict[str, int]) -> Table:
 
 @app.command()
 def status(
-    asset: Annotated[Optional[str], typer.Argument(help="An asset id, key (prefix) or external id: show its full history.")] = None,
-    batch: Annotated[Optional[str], typer.Option(help="Only this batch (name or id).")] = None,
+    asset: Annotated[str | None, typer.Argument(help="An asset id, key (prefix) or external id: show its full history.")] = None,
+    batch: Annotated[str | None, typer.Option(help="Only this batch (name or id).")] = None,
 ) -> None:
     """Assets per state (all batches, or one), or one asset's full history."""
     database = _database(get_settings())
@@ -152,7 +132,7 @@ def status(
         console.print(_counts_table("all assets", state_counts(session)))
 
 
-def _show_asset(asset) -> None:  # type: ignore[no-untyped-def]
+def _show_asset(asset: Asset) -> None:
     table = Table(show_header=False, title=f"asset {asset.id}")
     table.add_column(style="bold")
     table.add_column(overflow="fold")
@@ -198,7 +178,7 @@ def prompts_list() -> None:
 @prompts_app.command("render")
 def prompts_render(
     template: Annotated[str, typer.Argument(help="Template name, e.g. default.")],
-    var: Annotated[Optional[list[str]], typer.Option("--var", help="A variable as name=value; repeat for more.")] = None,
+    var: Annotated[list[str] | None, typer.Option("--var", help="A variable as name=value; repeat for more.")] = None,
 ) -> None:
     """Preview the prompt a template writes."""
     values: dict[str, str] = {}
@@ -212,11 +192,11 @@ def prompts_render(
 
 @app.command()
 def preprocess(
-    batch: Annotated[Optional[str], typer.Option(help="Only this batch (name or id).")] = None,
+    batch: Annotated[str | None, typer.Option(help="Only this batch (name or id).")] = None,
 ) -> None:
     """Crop faces and prepare speech for every submitted asset (no Prefect needed)."""
-    from rich.progress import Progress
-
+    # Here, not at the top: preprocessing loads the face and audio libraries (seconds), which
+    # `avatarflow --help` and the other commands should not pay for.
     from tasks.preprocess import preprocess_asset, submitted_ids
 
     settings = get_settings()
@@ -226,17 +206,19 @@ def preprocess(
         with database.session() as session:
             batch_id = get_batch(session, batch).id
     ids = submitted_ids(database, batch_id)
+    ctx = StageContext(database, settings, actor="cli:preprocess")
     outcomes = []
     with Progress(console=console, transient=True) as progress:
         bar = progress.add_task("preprocessing", total=len(ids))
         for asset_id in ids:
-            outcomes.append(preprocess_asset(database, asset_id, settings, actor="cli:preprocess"))
+            outcomes.append(preprocess_asset(ctx, asset_id))
             progress.advance(bar)
     table = Table(title=f"preprocessed {len(ids)} asset(s)")
     for column in ("asset", "state", "note"):
         table.add_column(column, overflow="fold")
     for outcome in outcomes:
-        note = outcome.reason or (f"{outcome.segments} segments" if outcome.segments else "")
+        segments = outcome.detail.get("segments")
+        note = outcome.reason or (f"{segments} segments" if segments else "")
         table.add_row(str(outcome.asset_id), outcome.state, note,
                       style="red" if outcome.state == "failed" else None)
     console.print(table)

@@ -6,7 +6,7 @@ Plain functions, registered in flows/cli.py with `app.command("plan")(plan_comma
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -91,8 +91,8 @@ def print_plan(rows: list[PlanRow], gpus: list[GpuInfo], origin: str) -> None:
 
 
 def plan_command(
-    gpus: Annotated[Optional[str], typer.Option("--gpus", help=GPUS_HELP)] = None,
-    preset: Annotated[Optional[list[str]], typer.Option(
+    gpus: Annotated[str | None, typer.Option("--gpus", help=GPUS_HELP)] = None,
+    preset: Annotated[list[str] | None, typer.Option(
         "--preset", help="Only these presets (repeatable); default: all.")] = None,
 ) -> None:
     """Which presets fit which topology on these GPUs, the predicted memory, and the speed."""

@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from avatarflow.errors import ConfigurationError
+from avatarflow.settings import get_settings
 
 qc_app = typer.Typer(help="Quality control: lip-sync calibration and scoring.", no_args_is_help=True)
 console = Console()
@@ -35,19 +36,11 @@ def _media(sub: str) -> Path:
     return Path(__file__).resolve().parents[2] / "shared" / "media" / sub
 
 
-def _scorer(kind: str, calibration_path: Path | None = None, calibrated: bool = True):  # noqa: ANN202
-    from qc.lipsync import LandmarkSyncScorer, default_scorer
+def _scorer(kind: str, calibration_path: Path | None = None, calibrated: bool = True):
+    from qc.lipsync import default_scorer
 
-    calibration = None if calibrated else False
-    if kind == "landmark":
-        return LandmarkSyncScorer(calibration=calibration, calibration_path=calibration_path)
-    if kind == "syncnet":
-        from qc.syncnet import SyncNetScorer
-
-        return SyncNetScorer(calibration=calibration, calibration_path=calibration_path)
-    if kind == "auto":
-        return default_scorer(calibration_path=calibration_path)
-    raise ConfigurationError(f"unknown scorer '{kind}': use landmark, syncnet or auto")
+    return default_scorer(get_settings(), kind=kind, calibration_path=calibration_path,
+                          calibration=None if calibrated else False)
 
 
 def _speech_pairs(videos: list[Path], speech_dir: Path | None) -> list[tuple[Path, Path]]:
@@ -63,7 +56,7 @@ def _speech_pairs(videos: list[Path], speech_dir: Path | None) -> list[tuple[Pat
     return pairs
 
 
-def print_report(calibration, which: str = "cross_validated", title: str | None = None) -> None:  # noqa: ANN001
+def print_report(calibration, which: str = "cross_validated", title: str | None = None) -> None:
     from qc.calibration import report_rows
 
     gate = calibration.gate
@@ -122,7 +115,7 @@ def calibrate(
     if dry_run:
         console.print("dry run: nothing written")
         return
-    written = save_calibration(calibration, out)
+    written = save_calibration(calibration, out or get_settings().lipsync_calibration)
     console.print(f"wrote {written}")
 
 

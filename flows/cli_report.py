@@ -1,9 +1,8 @@
 """`avatarflow report`: build the daily production report from the command line.
 
-The command builds the same figures and files as the `daily-report` flow, without Prefect: an
-operator can run it with no Prefect server, and the CLI does not pay Prefect's import time for
-other commands (flows.report is imported only when the command runs). The Prefect artifact is
-published by the flow only.
+The command builds the same figures and files as the `daily-report` flow from the same plain
+library (tasks/report), without Prefect: an operator can run it with no Prefect server. The
+Prefect artifact is published by the flow only.
 """
 
 from __future__ import annotations
@@ -14,6 +13,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from avatarflow.settings import get_settings
+from db.session import open_database
+from tasks.report.day import parse_day
+from tasks.report.files import make_report
+from tasks.report.formatting import fmt_duration, fmt_num, fmt_pct
+
 console = Console()
 
 
@@ -22,18 +27,15 @@ def report_command(
         "--date", help="The UTC day to report on, YYYY-MM-DD (default: yesterday).")] = None,
 ) -> None:
     """Build the daily production report (markdown, HTML with charts, CSV) and print a summary."""
-    from avatarflow.settings import get_settings
-    from db.session import open_database
-    from flows.report import fmt_duration, fmt_num, fmt_pct, make_report, parse_day
-
     day = parse_day(date)
     settings = get_settings()
     settings.storage.ensure()
     database = open_database(settings)
     try:
-        report, _markdown, written = make_report(database, settings.storage, day)
+        made = make_report(database, settings.storage, day)
     finally:
         database.dispose()
+    report = made.report
 
     summary = Table(title=f"daily report {day.isoformat()} (UTC)", show_header=False)
     summary.add_column(style="bold")
@@ -53,5 +55,5 @@ def report_command(
     for name, value in rows:
         summary.add_row(name, value)
     console.print(summary)
-    for item in written:
+    for item in made.written:
         console.print(f"{item.kind:<9} {item.path}", soft_wrap=True, highlight=False)

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import sys
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
 
 from avatarflow.errors import AvatarflowError
 from db.session import Database, open_database
+from review.actions import PrefectDecisionActions
+from review.auth import add_reviewer
 from review.config import ReviewSettings, review_url
 
 review_app = typer.Typer(help="The reviewers' web application.", no_args_is_help=True)
@@ -37,13 +39,14 @@ def _database(settings: ReviewSettings) -> Database:
 
 @review_app.command("serve")
 def serve(
-    host: Annotated[Optional[str], typer.Option(help="Address to listen on (AVATARFLOW_REVIEW_HOST).")] = None,
-    port: Annotated[Optional[int], typer.Option(help="Port (AVATARFLOW_REVIEW_PORT).")] = None,
+    host: Annotated[str | None, typer.Option(help="Address to listen on (AVATARFLOW_REVIEW_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (AVATARFLOW_REVIEW_PORT).")] = None,
 ) -> None:
     """Serve the review queue; decisions start delivery through the Prefect deliver deployment."""
+    # Here, not at the top: the web stack takes half a second to import, which `avatarflow
+    # --help` and the other commands should not pay.
     import uvicorn
 
-    from review.actions import PrefectDecisionActions
     from review.app import create_app
 
     overrides = {k: v for k, v in (("review_host", host), ("review_port", port)) if v is not None}
@@ -67,8 +70,6 @@ def add(
     password_stdin: Annotated[bool, typer.Option("--password-stdin", help="Read the password from the first line of stdin.")] = False,
 ) -> None:
     """Create a reviewer account; the password is stored only as an Argon2id hash."""
-    from review.auth import add_reviewer
-
     if password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
     else:

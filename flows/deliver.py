@@ -7,13 +7,13 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 
-from tasks.prefect_tasks import deliver_task
+from flows.stages import deliver
 
 
 @flow(name="deliver", log_prints=True)
 def deliver_flow(asset_ids: list[int] | None = None) -> dict[str, Any]:
     """Deliver the given approved assets, or every approved asset when none are given."""
-    report = deliver_task(asset_ids)
+    report = deliver(asset_ids)
     logger = get_run_logger()
     data = report.to_dict() if hasattr(report, "to_dict") else dict(vars(report))
     delivered = data.get("delivered", [])

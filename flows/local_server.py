@@ -28,6 +28,8 @@ def ensure_local_server(log_dir: Path, port: int = DEFAULT_PORT, timeout_s: floa
     An operator's own PREFECT_API_URL always wins. The server started here keeps running after
     avatarflow exits, so the UI stays available; `prefect server stop` ends it.
     """
+    # Prefect is imported in these functions, not at the top: the CLI imports this module at
+    # start-up, and Prefect's two seconds of import belong only to the commands that use it.
     from prefect.settings import PREFECT_API_URL
 
     configured = os.environ.get("PREFECT_API_URL") or PREFECT_API_URL.value()  # env or profile

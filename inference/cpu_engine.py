@@ -42,15 +42,18 @@ from inference.engine import (
     Progress,
     ProgressCallback,
 )
+from inference.liveavatar_facts import FPS, FRAMES_PER_CLIP, SAMPLE_RATE
 from inference.output_rules import planned_clips, video_frames
 from inference.presets import get_preset
-from inference.verify import FPS, VideoInfo, verify_output
+from inference.verify import VideoInfo, verify_output
 from tasks.audio import AudioError, load_pcm
-from tasks.face import FaceError, default_detector, load_portrait
+from tasks.face_detectors import default_detector
+from tasks.face_types import FaceError
+from tasks.images import load_portrait
 
 NAME = "cpu-mouthwarp"
-CLIP_FRAMES = 48  # progress is counted in clips of Live Avatar's size, so the two compare
-SAMPLE_RATE = 16_000
+# Progress is counted in clips of Live Avatar's size, so the two engines compare.
+CLIP_FRAMES = FRAMES_PER_CLIP
 DEFAULT_TIMEOUT_S = 1800.0
 
 # Audio envelope: 25 ms windows every 10 ms, in the speech band, with a fast attack (the mouth
@@ -610,7 +613,7 @@ class MouthWarpCpuEngine:
 
     `timeout_s` bounds the whole generation (landmarks, rendering, encoding, verification); on
     expiry ffmpeg's process group is killed and the result is a TIMEOUT failure. `detector` is
-    any `tasks.face.FaceDetector`; by default the process-wide MediaPipe detector. The gang is
+    any `tasks.face_types.FaceDetector`; by default the process-wide MediaPipe detector. The gang is
     only logged: this engine uses no GPU.
     """
 
@@ -692,7 +695,7 @@ class MouthWarpCpuEngine:
         detector = self._detector if self._detector is not None else default_detector()
         try:
             faces = detector.detect(rgb)
-        except Exception as exc:  # noqa: BLE001 - a detector failure fails this job only
+        except Exception as exc:
             raise _Abort(Failure(FailureKind.CRASHED,
                                  f"face landmarks failed on {request.image.name}: {exc}")) from exc
         if not faces:
@@ -745,7 +748,7 @@ class MouthWarpCpuEngine:
                                  else f"{clips} clip(s), capped by the {request.preset} preset")
             if isinstance(info, Failure):
                 raise _Abort(info)
-            problem = _check_stream(info, w, h, n_frames) or _check_audio(tmp, video_s)
+            problem = _check_stream(info, w, h, n_frames) or _check_audio(info, video_s)
             if problem:
                 raise _Abort(problem)
             config["verified"] = {"duration_s": info.duration_s, "frames": info.frames,
@@ -857,24 +860,16 @@ def _check_stream(info: VideoInfo, w: int, h: int, n_frames: int) -> Failure | N
     return None
 
 
-def _check_audio(path: Path, audio_s: float) -> Failure | None:
+def _check_audio(info: VideoInfo, audio_s: float) -> Failure | None:
     """The audio stream itself must last as long as the video should (the speech, or a preview's clips).
 
-    verify_output looks at the container's duration, which is the longer of the two streams: a
-    file whose audio stops early (ffmpeg does that with -frames:v) passes it.
+    The container's duration is the longer of the two streams: a file whose audio stops early
+    (ffmpeg does that with -frames:v) would pass a check of it alone.
     """
-    try:
-        done = subprocess.run(
-            ["ffprobe", "-v", "error", "-select_streams", "a:0", "-show_entries",
-             "stream=duration", "-of", "csv=p=0", str(path)],
-            capture_output=True, text=True, timeout=60,
-        )
-        seconds = float(done.stdout.strip())
-    except (subprocess.TimeoutExpired, ValueError) as exc:
-        return Failure(FailureKind.NO_AUDIO_STREAM,
-                       f"cannot read the audio stream's duration in {path}: {exc}")
-    if abs(seconds - audio_s) > 1.0 / FPS:
+    if info.audio_duration_s is None:
+        return Failure(FailureKind.NO_AUDIO_STREAM, "ffprobe gives the audio stream no duration")
+    if abs(info.audio_duration_s - audio_s) > 1.0 / FPS:
         return Failure(FailureKind.WRONG_DURATION,
-                       f"the audio stream lasts {seconds:.3f} s but the speech lasts "
+                       f"the audio stream lasts {info.audio_duration_s:.3f} s but the speech lasts "
                        f"{audio_s:.3f} s")
     return None

@@ -7,9 +7,9 @@ for a failed generation; they raise only for programming errors.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-import hashlib
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol

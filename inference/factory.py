@@ -18,7 +18,8 @@ def build_engine(settings: Settings) -> Engine:
 
         return MouthWarpCpuEngine(timeout_s=settings.cpu_engine_timeout_s)
     if settings.engine in ("liveavatar", "liveavatar-warm"):
-        from inference.liveavatar import LiveAvatarEngine, config_from_settings
+        from inference.liveavatar import LiveAvatarEngine
+        from inference.liveavatar_config import config_from_settings
 
         config = config_from_settings(settings)
         if settings.engine == "liveavatar":

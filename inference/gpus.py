@@ -22,11 +22,13 @@ from typing import Any
 
 from avatarflow.errors import ConfigurationError
 from inference.engine import GpuGang
+from inference.liveavatar_facts import (
+    FP8_MIN_COMPUTE_CAPABILITY,
+    SUPPORTED_GPU_COUNTS,
+    TOPOLOGY_RULE,
+)
 
 MIB = 1024 * 1024
-
-# fp8 (`--fp8`) needs compute capability 8.9 or newer (Ada, Hopper and later): DESIGN.md.
-FP8_MIN_COMPUTE_CAPABILITY = (8, 9)
 
 
 @dataclass(frozen=True)
@@ -357,9 +359,6 @@ def inventory(timeout_s: float = 15.0) -> GpuInventory:
 
 # --- gangs -----------------------------------------------------------------------------------
 
-# Live Avatar runs on one GPU (≥ 80 GB, offload) or exactly five (4 denoising + 1 decoding).
-GANG_SIZES = (1, 5)
-
 
 def parse_gangs(text: str, available: int | None = None) -> list[GpuGang]:
     """A host's gangs, ";"-separated, each a list or range of GPU indices: "0;1-5", "0;1,2,3,4,5".
@@ -387,10 +386,8 @@ def parse_gangs(text: str, available: int | None = None) -> list[GpuGang]:
                                          "range (write e.g. \"0;1-5\")")
         if len(set(devices)) != len(devices):
             raise ConfigurationError(f"GPU gang {part!r} names a GPU twice")
-        if len(devices) not in GANG_SIZES:
-            raise ConfigurationError(
-                f"GPU gang {part!r} has {len(devices)} GPUs: Live Avatar runs on 1 GPU (≥ 80 GB) "
-                "or exactly 5 (4 denoising + 1 decoding); 2–4 GPUs are not supported")
+        if len(devices) not in SUPPORTED_GPU_COUNTS:
+            raise ConfigurationError(f"GPU gang {part!r} has {len(devices)} GPUs: {TOPOLOGY_RULE}")
         name = f"gang{devices[0]}" if len(devices) == 1 else f"gang{devices[0]}-{devices[-1]}"
         if len(devices) > 1 and devices != list(range(devices[0], devices[-1] + 1)):
             name = "gang" + "_".join(str(d) for d in devices)

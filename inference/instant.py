@@ -15,7 +15,13 @@ from pathlib import Path
 
 from avatarflow.storage import atomic_path, sha256_file
 from inference.cpu_engine import MouthWarpCpuEngine
-from inference.engine import GenerationMetrics, GenerationRequest, GenerationResult, GpuGang, ProgressCallback
+from inference.engine import (
+    GenerationMetrics,
+    GenerationRequest,
+    GenerationResult,
+    GpuGang,
+    ProgressCallback,
+)
 from inference.verify import verify_output
 
 NAME = "instant-replay"

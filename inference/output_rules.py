@@ -1,8 +1,8 @@
 """What a Live Avatar job produces from its inputs: clips, frames, seconds and picture size.
 
 These are Live Avatar's own rules, re-derived from its source (Alibaba-Quark/LiveAvatar @ 9c2c38d)
-and written here once, so that planning, both Live Avatar engines, the CPU engine, verification
-and QC agree on what a job makes:
+and written here once (their numbers are in `inference.liveavatar_facts`), so that planning, both
+Live Avatar engines, the CPU engine, verification and QC agree on what a job makes:
 
 - Clips come from the wav2vec frame count of the 16 kHz speech, not from its length in seconds:
   T = (samples - 400) // 320 + 1 frames at 50 fps (wav2vec2's convolution stack), interpolated
@@ -21,32 +21,33 @@ and QC agree on what a job makes:
 from __future__ import annotations
 
 import math
-import wave
 from pathlib import Path
 
-FPS = 25
-SAMPLE_RATE = 16_000
-FRAMES_PER_CLIP = 48
-FIRST_CLIP_DROPPED_FRAMES = 3
-SIZE_DIVISOR = 64
-
-# wav2vec2's feature encoder: receptive field 400 samples, stride 320 (20 ms at 16 kHz).
-_W2V_FIELD, _W2V_STRIDE, _W2V_FPS = 400, 320, 50
-_AUDIO_FEATURE_FPS = 30  # AudioEncoder.video_rate: features are interpolated to 30 per second
-# The causal blocks: 3 latent frames each; the motion window is 73 frames (19 latent frames).
-_MOTION_FRAMES = 73
-_FRAMES_PER_BLOCK_LATENT = 3
+from inference.liveavatar_facts import (
+    AUDIO_FEATURE_FPS,
+    FIRST_CLIP_DROPPED_FRAMES,
+    FPS,
+    FRAMES_PER_CLIP,
+    LATENT_FRAMES_PER_BLOCK,
+    MOTION_FRAMES,
+    SAMPLE_RATE,
+    SIZE_DIVISOR,
+    VAE_TEMPORAL_STRIDE,
+    WAV2VEC_FIELD_SAMPLES,
+    WAV2VEC_FPS,
+    WAV2VEC_STRIDE_SAMPLES,
+)
 
 
 def wav2vec_frames(samples: int) -> int:
     """Feature frames wav2vec2 makes from `samples` at 16 kHz (0 for under 25 ms)."""
-    return max(0, (samples - _W2V_FIELD) // _W2V_STRIDE + 1)
+    return max(0, (samples - WAV2VEC_FIELD_SAMPLES) // WAV2VEC_STRIDE_SAMPLES + 1)
 
 
 def speech_clips(samples: int, infer_frames: int = FRAMES_PER_CLIP) -> int:
     """Clips Live Avatar plans for the whole speech (before `--num_clip`)."""
-    features = int(wav2vec_frames(samples) / float(_W2V_FPS) * _AUDIO_FEATURE_FPS)
-    scale = _AUDIO_FEATURE_FPS / FPS
+    features = int(wav2vec_frames(samples) / float(WAV2VEC_FPS) * AUDIO_FEATURE_FPS)
+    scale = AUDIO_FEATURE_FPS / FPS
     return int(features / (infer_frames * scale)) + 1
 
 
@@ -67,23 +68,15 @@ def video_seconds(samples: int, clips: int, infer_frames: int = FRAMES_PER_CLIP)
 
 def blocks_per_clip(infer_frames: int = FRAMES_PER_CLIP) -> int:
     """Causal blocks per clip; each prints one tqdm bar over the sampling steps (4 at 48 frames)."""
-    latent_frames = (infer_frames + 3 + _MOTION_FRAMES) // 4 - (_MOTION_FRAMES + 3) // 4
-    return max(1, latent_frames // _FRAMES_PER_BLOCK_LATENT)
+    def latent(frames: int) -> int:  # frames → latent frames, rounded up
+        return -(-frames // VAE_TEMPORAL_STRIDE)
+
+    latent_frames = latent(infer_frames + MOTION_FRAMES) - latent(MOTION_FRAMES)
+    return max(1, latent_frames // LATENT_FRAMES_PER_BLOCK)
 
 
 def samples_for(seconds: float) -> int:
-    return int(round(seconds * SAMPLE_RATE))
-
-
-def wav_samples(path: Path) -> int | None:
-    """The sample count of a 16 kHz PCM WAV (what preprocessing writes); None for anything else."""
-    try:
-        with wave.open(str(path), "rb") as handle:
-            if handle.getframerate() != SAMPLE_RATE:
-                return None
-            return handle.getnframes()
-    except (OSError, EOFError, wave.Error):
-        return None
+    return round(seconds * SAMPLE_RATE)
 
 
 def parse_size(size: str) -> tuple[int, int] | None:
@@ -128,7 +121,7 @@ def output_size(image_width: int, image_height: int, size: str) -> tuple[int, in
 def image_size(path: Path) -> tuple[int, int] | None:
     """(width, height) of an image file, from its header; None when it cannot be read."""
     try:
-        from PIL import Image
+        from PIL import Image  # here: Pillow is slow to import and only this function needs it
 
         with Image.open(path) as image:
             return image.size

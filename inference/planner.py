@@ -1,9 +1,9 @@
 """GPU memory planner: will a preset run on these GPUs, in which topology, and how fast?
 
 The memory model adds up what each GPU holds at its peak, from the parameter counts and the
-KV-cache formula in DESIGN.md ("The real generator"). Every other term is a named constant below
-with its source or, where no source exists, the word "assumption". It is calibrated at 704*384
-(the size of DESIGN.md's KV-cache figure) against the two published figures:
+KV-cache formula in DESIGN.md ("The real generator"), as `inference.liveavatar_facts` holds them
+with the measured terms. Every other term is a named constant below labelled "assumption". It is
+calibrated at 704*384 (the size of DESIGN.md's KV-cache figure) against the two published figures:
 
     one GPU, bf16, offload on ........ ≈ 80 GB      (DESIGN.md; "needs a single 80 GB GPU")
     5-GPU pipeline rank, fp8 ......... ≈ 45 GB      (DESIGN.md)
@@ -24,15 +24,35 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from inference.gpus import GpuInfo, known_model
-from inference.output_rules import output_size
-from inference.presets import FPS, PRESETS, Preset
-from inference.validation import (
-    CONSUMER_24GB_MAX_MB,
-    MIN_PIPELINE_RANK_GB,
-    check_gpus,
-    errors_in,
-    parse_size,
+from inference.liveavatar_facts import (
+    CACHES_ONE_GPU,
+    CACHES_PIPELINE_RANK,
+    CONDITION_CACHE_GB,
+    DIT_BF16_GB,
+    DIT_FP8_GB,
+    FP8_CONVERSION_GB,
+    FPS,
+    FSDP_UNSHARD_GB,
+    KV_BYTES,
+    KV_HEAD_DIM,
+    KV_HEADS,
+    KV_LATENT_FRAMES,
+    KV_LAYERS,
+    KV_REFERENCE_SIZE,
+    LATENT_PATCH_PX,
+    LORA_GB,
+    MAX_AREA,
+    PIPELINE_DIT_GPUS,
+    PIPELINE_GPUS,
+    PUBLISHED_PIPELINE_FPS,
+    PUBLISHED_PIPELINE_RANK_FP8_GB,
+    PUBLISHED_PIPELINE_SOURCE,
+    SINGLE_GPU_MIN_GB,
+    T5_GB,
 )
+from inference.output_rules import output_size, parse_size
+from inference.presets import PRESETS, Preset
+from inference.validation import CONSUMER_24GB_MAX_MB, check_gpus, errors_in
 
 Precision = Literal["bf16", "fp8"]
 Image = tuple[int, int] | None  # (width, height) of the portrait; None: a frame of the size itself
@@ -40,23 +60,12 @@ Image = tuple[int, int] | None  # (width, height) of the portrait; None: a frame
 PORTRAIT: tuple[int, int] = (512, 512)
 Topology = Literal["single", "pipeline", "fsdp"]
 
-# --- published parameters (DESIGN.md, "The real generator") ----------------------------------
-DIT_BF16_GB = 34.0  # DiT ≈ 16–17 B parameters × 2 bytes
-DIT_FP8_GB = 17.0  # with --fp8 (1 byte per parameter); needs compute capability ≥ 8.9
-T5_GB = 11.0  # the umT5-XXL text encoder each pipeline rank loads for itself
-CONDITION_CACHE_GB = 2.5  # the reference/condition cache beside the KV cache
-KV_LAYERS = 40
-KV_HEADS = 40
-KV_HEAD_DIM = 128
-KV_BYTES = 2  # bf16
-KV_LATENT_FRAMES = 12  # the "12·N" of the formula: tokens per cache = 12 × N
-CACHES_ONE_GPU = 4  # one GPU runs all 4 denoising steps and keeps a cache for each
-CACHES_PIPELINE_RANK = 1  # each DiT rank runs one step
-PIPELINE_DIT_RANKS = 4
-PIPELINE_GPUS = 5  # + 1 VAE rank (--num_gpus_dit 4 --enable_vae_parallel)
-REFERENCE_SIZE = "704*384"  # the size of the published KV figure; the calibration point
+# The published and measured terms (parameter counts, the KV-cache formula, the LoRA, the fp8
+# conversion, FSDP's unshard peak) are in inference.liveavatar_facts. The size of the published
+# KV figure is the calibration point.
+REFERENCE_SIZE = KV_REFERENCE_SIZE
 
-# --- other terms: sources and assumptions ----------------------------------------------------
+# --- other terms: assumptions ----------------------------------------------------------------
 # The Wan2.1 VAE checkpoint (Wan2.1_VAE.pth, used by Wan2.2-S2V) is ≈ 0.5 GB; assumption: it
 # stays on every GPU that loaded the pipeline.
 VAE_WEIGHTS_GB = 0.5
@@ -71,21 +80,6 @@ NCCL_BUFFERS_GB = 0.5
 # Assumption (order of magnitude only): the VAE rank's decode workspace at 704*384, scaled
 # with N. It never sets the pipeline's peak; the DiT ranks do.
 VAE_DECODE_WORKSPACE_GB_AT_REFERENCE = 4.0
-# The DMD LoRA (rank 128 on every q, k, v, o, ffn.0, ffn.2 of the DiT, audio injector included):
-# 896 tensors, 1.35 GB in bf16, as built from Live Avatar's own classes (benchmarks/gpu).
-LORA_GB = 1.35
-# Measured (H200, 2026-12-01, benchmarks/gpu/results): an fp8 preview peaked at 37.97 GB while
-# loading — the bf16 DiT (34), the LoRA (1.35) and the context (0.6) leave 2.0 GB for the fp8
-# conversion's workspace and the allocator's cached blocks. Fitted to that one run.
-FP8_CONVERSION_GB = 2.0
-# Third-party measurement, not verified here (Chinese deployment write-ups of Live Avatar on
-# 5 × RTX 4090, 2026): FSDP loads ≈ 21.48 GB per GPU and needs ≈ 4.17 GB more to unshard the
-# parameters for a forward pass, 25.65 GB against ≈ 22.15 GB usable. Used as the unshard peak.
-FSDP_UNSHARD_GB = 4.17
-
-# The published calibration targets, for tests and the report.
-PUBLISHED_ONE_GPU_BF16_GB = 80.0
-PUBLISHED_PIPELINE_RANK_FP8_GB = 45.0
 
 GB = 1e9
 
@@ -100,7 +94,7 @@ def tokens_per_frame(size: str, image: Image = None) -> int:
     if parsed is None:
         raise ValueError(f"size must be WIDTH*HEIGHT, got {size!r}")
     width, height = output_size(*image, size) if image is not None else parsed
-    return (height // 16) * (width // 16)
+    return (height // LATENT_PATCH_PX) * (width // LATENT_PATCH_PX)
 
 
 def kv_cache_bytes(size: str, image: Image = None) -> int:
@@ -242,24 +236,22 @@ class ThroughputSource:
     source: str
 
 
-# The only published speed: "20 FPS on 5 × H800 with 4-step sampling" (Live Avatar README and
-# arXiv:2512.04677 v1; a later version of the paper reports 45 FPS with further optimisation,
-# not used here). Its resolution is assumed to be the largest supported size, 720*400.
-PUBLISHED_PIPELINE = ThroughputSource(
-    "pipeline-H800", 20.0, "published",
-    "Live Avatar README / arXiv:2512.04677: 20 FPS end-to-end on 5×H800, 4 steps")
+# The only published speed (PUBLISHED_PIPELINE_FPS). Assumption: its resolution is the largest
+# supported size, 720*400.
+PUBLISHED_PIPELINE = ThroughputSource("pipeline-H800", PUBLISHED_PIPELINE_FPS, "published",
+                                      PUBLISHED_PIPELINE_SOURCE)
 # No published single-GPU figure exists. Assumption: one GPU runs in sequence the 4 steps the
 # pipeline runs on 4 GPUs and decodes as well, so at best a quarter of the pipeline's rate;
 # offload transfers make it slower still, so this is an upper bound.
-SINGLE_GPU_FRACTION = 1 / PIPELINE_DIT_RANKS
+SINGLE_GPU_FRACTION = 1 / PIPELINE_DIT_GPUS
 # Other GPUs: assumption that speed scales with datasheet dense BF16 tensor TFLOPS relative to the
 # H800 (989, the same SMs as the H100), and with pixel area relative to 720*400. fp8 is assumed
 # to give no speed-up (conservative).
 REFERENCE_TFLOPS = 989.0
-REFERENCE_AREA = 720 * 400
+REFERENCE_AREA = MAX_AREA
 THROUGHPUT_SOURCES = (
     PUBLISHED_PIPELINE,
-    ThroughputSource("single-GPU", 20.0 * SINGLE_GPU_FRACTION, "assumption",
+    ThroughputSource("single-GPU", PUBLISHED_PIPELINE_FPS * SINGLE_GPU_FRACTION, "assumption",
                      "assumption: ¼ of the published pipeline rate on the same GPU (4 steps in "
                      "sequence on one GPU); an upper bound"),
     ThroughputSource("scaling", None, "assumption",
@@ -431,12 +423,12 @@ def _remedies(row: PlanRow, gpus: Sequence[GpuInfo]) -> list[str]:
                             f"{_gb(probe.peak_gb)}")
             break
     if row.topology == "single":
-        if row.capacity_gb is None or row.capacity_gb < 80:
+        if row.capacity_gb is None or row.capacity_gb < SINGLE_GPU_MIN_GB:
             remedies.append("one 80 GB card (H100, H200, A100 80GB)")
     else:
         if len(gpus) < PIPELINE_GPUS:
             remedies.append(f"5 GPUs (have {len(gpus)})")
-        need = max(math.ceil(row.peak_gb), MIN_PIPELINE_RANK_GB if row.precision == "fp8" else 0)
+        need = max(math.ceil(row.peak_gb), PUBLISHED_PIPELINE_RANK_FP8_GB if row.precision == "fp8" else 0)
         if row.capacity_gb is None or row.capacity_gb < need:
             kind = "cc ≥ 8.9, e.g. 5 × L40S 48 GB" if row.precision == "fp8" else "e.g. 5 × 80 GB"
             remedies.append(f"5 cards of ≥ {need:.0f} GB ({kind})")
@@ -471,11 +463,12 @@ def nothing_fits_explanation(rows: Sequence[PlanRow], gpus: Sequence[GpuInfo]) -
         smallest = min(PRESETS.values(), key=lambda p: tokens_per_frame(p.size))
         floor = pipeline_rank_memory(smallest.size, "fp8").total_gb
         return (f"Nothing fits: 24 GB cards cannot run Live Avatar in any topology. One GPU needs "
-                f"≈ {single:.0f} GB (bf16 DiT 34 GB + four {kv_cache_gb(REFERENCE_SIZE):.1f} GB KV "
-                f"caches); a pipeline rank needs ≈ {rank_fp8:.0f} GB even with fp8 (published: "
-                f"≈ 45 GB), and "
-                f"≈ {floor:.0f} GB at the smallest size, since its fp8 DiT (17 GB) and T5 (11 GB) "
-                f"alone exceed 24 GB; FSDP adds an unshard peak on top of its shard.")
-    return (f"Nothing fits on these GPUs: Live Avatar needs one GPU of ≥ 80 GB (≈ {single:.0f} GB "
-            f"in bf16), or 5 GPUs of ≥ {max(rank_fp8, MIN_PIPELINE_RANK_GB):.0f} GB with fp8 "
+                f"≈ {single:.0f} GB (bf16 DiT {DIT_BF16_GB:g} GB + {CACHES_ONE_GPU} × "
+                f"{kv_cache_gb(REFERENCE_SIZE):.1f} GB KV caches); a pipeline rank needs "
+                f"≈ {rank_fp8:.0f} GB even with fp8 (published: ≈ {PUBLISHED_PIPELINE_RANK_FP8_GB:g} GB), and "
+                f"≈ {floor:.0f} GB at the smallest size, since its fp8 DiT ({DIT_FP8_GB:g} GB) and T5 "
+                f"({T5_GB:g} GB) alone exceed 24 GB; FSDP adds an unshard peak on top of its shard.")
+    return (f"Nothing fits on these GPUs: Live Avatar needs one GPU of ≥ {SINGLE_GPU_MIN_GB} GB "
+            f"(≈ {single:.0f} GB "
+            f"in bf16), or 5 GPUs of ≥ {max(rank_fp8, PUBLISHED_PIPELINE_RANK_FP8_GB):.0f} GB with fp8 "
             f"(cc ≥ 8.9) / ≥ {rank_bf16:.0f} GB in bf16.")

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-FPS = 25
-FRAMES_PER_CLIP = 48
+from inference.liveavatar_facts import FRAMES_PER_CLIP, SAMPLE_STEPS, SOLVER
 
 
 @dataclass(frozen=True)
@@ -19,8 +18,8 @@ class Preset:
     num_clip: int | None  # None: as many clips as the audio needs
     online_decode: bool
     description: str
-    solver: str = "euler"
-    sample_steps: int = 4
+    solver: str = SOLVER
+    sample_steps: int = SAMPLE_STEPS
     infer_frames: int = FRAMES_PER_CLIP
 
 

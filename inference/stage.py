@@ -1,41 +1,39 @@
 """The plan and generate stages: pick the configuration and seed, run the engine, record the attempt.
 
+    plan:     preprocessed → planned    (writes the Plan record)
+    generate: planned → generating → generated | planned (retry) | failed   (writes Generation)
+
 Every attempt is a row in `generation_attempts` written before the engine starts and completed
-when it ends, so a crash leaves an attempt marked as interrupted rather than a gap.
+when it ends, so a crash leaves an attempt marked as interrupted rather than a gap. The asset's
+state is checked before the GPU gang is taken: an asset that is not ready never queues for it.
 """
 
 from __future__ import annotations
 
 import socket
-from dataclasses import dataclass
+from contextlib import nullcontext
 from pathlib import Path
 
 from sqlalchemy import func, select
 
-from avatarflow.settings import Settings
+from avatarflow import records
+from avatarflow.media import wav_samples
+from avatarflow.records import Crop, Generation, Plan, Speech
 from db.lifecycle import release, transition, try_claim
 from db.models import Asset, GenerationAttempt, utcnow
-from db.session import Database
+from db.stage import StageContext, StageOutcome
 from db.states import AssetState
-from inference.engine import Engine, GenerationRequest, GpuGang, ProgressCallback, next_seed
+from inference.engine import Engine, GenerationRequest, GpuGang, next_seed
 from inference.output_rules import (
     image_size,
     output_size,
     planned_clips,
     samples_for,
     video_seconds,
-    wav_samples,
 )
 from inference.presets import get_preset
 
 PLAN_STAGE, GENERATE_STAGE = "plan", "generate"
-
-
-@dataclass(frozen=True)
-class StageOutcome:
-    asset_id: int
-    state: str
-    note: str | None = None
 
 
 def seed_for(asset_key: str, attempt: int) -> int:
@@ -47,82 +45,99 @@ def attempts_made(session, asset_id: int) -> int:  # type: ignore[no-untyped-def
     return int(session.scalar(select(func.count(GenerationAttempt.id)).where(GenerationAttempt.asset_id == asset_id)) or 0)
 
 
-def plan_asset(database: Database, settings: Settings, asset_id: int, *, engine_name: str,
-               actor: str = "plan") -> StageOutcome:
-    """preprocessed → planned: the preset's settings, the clip count and the next seed."""
-    with database.session() as session:
-        asset = session.get(Asset, asset_id)
-        if asset is None or asset.state != AssetState.PREPROCESSED:
-            return StageOutcome(asset_id, asset.state if asset else "missing", "not ready to plan")
-        preset = get_preset(asset.preset)
-        seconds = float(asset.details["audio"]["duration_s"])
-        samples = wav_samples(Path(asset.details["speech_path"])) or samples_for(seconds)
-        clips = planned_clips(samples, preset.num_clip, preset.infer_frames)
-        crop = image_size(Path(asset.details["crop_path"]))
-        attempt = attempts_made(session, asset_id) + 1
-        asset.details = {**asset.details, "plan": {
-            "engine": engine_name, "preset": preset.name, "size": preset.size, "solver": preset.solver,
-            "sample_steps": preset.sample_steps, "infer_frames": preset.infer_frames,
-            "num_clip": clips, "online_decode": preset.online_decode,
-            "seconds": seconds, "samples": samples,
-            # What the video will last: a preview of long speech stops after num_clip clips.
-            "video_seconds": round(video_seconds(samples, clips, preset.infer_frames), 3),
-            "video_size": planned_video_size(engine_name, crop, preset.size),
-            "attempt": attempt, "seed": seed_for(asset.key, attempt),
-        }}
-        transition(session, asset, AssetState.PLANNED, actor=actor,
-                   reason=f"{preset.name}: {asset.details['plan']['num_clip']} clip(s), seed {asset.details['plan']['seed']}")
-        return StageOutcome(asset_id, AssetState.PLANNED.value)
-
-
-def planned_video_size(engine_name: str, crop: tuple[int, int] | None, size: str) -> list[int] | None:
+def planned_video_size(engine_name: str, crop: tuple[int, int] | None, size: str) -> tuple[int, int] | None:
     """(width, height) of the video: the crop as it is for the CPU engines, Live Avatar's rule otherwise."""
     if crop is None:
         return None
     if engine_name in ("cpu", "instant"):
-        return [crop[0] // 2 * 2, crop[1] // 2 * 2]  # yuv420p needs even sides
-    return list(output_size(crop[0], crop[1], size))
+        return crop[0] // 2 * 2, crop[1] // 2 * 2  # yuv420p needs even sides
+    return output_size(crop[0], crop[1], size)
+
+
+def make_plan(asset: Asset, engine_name: str, attempt: int) -> Plan:
+    """The preset's settings for this asset's speech and crop, and the seed of `attempt`."""
+    preset = get_preset(asset.preset)
+    speech = records.need(asset.details, Speech, stage=PLAN_STAGE)
+    crop = records.need(asset.details, Crop, stage=PLAN_STAGE)
+    samples = speech.samples or wav_samples(Path(speech.path)) or samples_for(speech.duration_s)
+    clips = planned_clips(samples, preset.num_clip, preset.infer_frames)
+    return Plan(
+        engine=engine_name, preset=preset.name, size=preset.size, solver=preset.solver,
+        sample_steps=preset.sample_steps, infer_frames=preset.infer_frames, num_clip=clips,
+        online_decode=preset.online_decode, seconds=speech.duration_s, samples=samples,
+        # What the video will last: a preview of long speech stops after num_clip clips.
+        video_seconds=round(video_seconds(samples, clips, preset.infer_frames), 3),
+        video_size=planned_video_size(engine_name, image_size(Path(crop.path)), preset.size),
+        attempt=attempt, seed=seed_for(asset.key, attempt),
+    )
+
+
+def plan_asset(ctx: StageContext, asset_id: int) -> StageOutcome:
+    """preprocessed → planned: the preset's settings, the clip count and the next seed."""
+    with ctx.database.session() as session:
+        asset = session.get(Asset, asset_id)
+        if asset is None or asset.state != AssetState.PREPROCESSED:
+            return StageOutcome.stay(asset_id, PLAN_STAGE, asset, "not ready to plan")
+        plan = make_plan(asset, ctx.settings.engine, attempts_made(session, asset_id) + 1)
+        asset.details = records.write(asset.details, plan)
+        transition(session, asset, AssetState.PLANNED, actor=ctx.actor,
+                   reason=f"{plan.preset}: {plan.num_clip} clip(s), seed {plan.seed}")
+        return StageOutcome(asset_id, PLAN_STAGE, AssetState.PLANNED.value, True)
 
 
 def replan(session, asset: Asset, *, actor: str, reason: str) -> None:  # type: ignore[no-untyped-def]
     """Send an asset back to `planned` with the next attempt's seed (regeneration)."""
     attempt = attempts_made(session, asset.id) + 1
-    plan = dict(asset.details.get("plan", {}), attempt=attempt, seed=seed_for(asset.key, attempt))
-    asset.details = {**asset.details, "plan": plan}
-    transition(session, asset, AssetState.PLANNED, actor=actor, reason=f"{reason}; next seed {plan['seed']}")
+    plan = records.need(asset.details, Plan, stage="replan")
+    plan = plan.model_copy(update={"attempt": attempt, "seed": seed_for(asset.key, attempt)})
+    asset.details = records.write(asset.details, plan)
+    transition(session, asset, AssetState.PLANNED, actor=actor, reason=f"{reason}; next seed {plan.seed}")
 
 
-def generate_asset(
-    database: Database,
-    settings: Settings,
-    asset_id: int,
-    engine: Engine,
-    gang: GpuGang,
-    *,
-    worker: str,
-    progress: ProgressCallback | None = None,
-) -> StageOutcome:
+def _engine_and_gang(ctx: StageContext) -> tuple[Engine, GpuGang]:
+    gang = ctx.components.gang
+    if gang is None:
+        raise ValueError("the generate stage needs a GPU gang in ctx.components.gang")
+    if ctx.components.engine_for is None:
+        raise ValueError("the generate stage needs ctx.components.engine_for")
+    return ctx.components.engine_for(gang), gang
+
+
+def generate_asset(ctx: StageContext, asset_id: int) -> StageOutcome:
     """planned → generating → generated (or back to planned / failed), recording the attempt."""
-    storage = settings.storage
-    with database.session() as session:
+    with ctx.database.session() as session:
         asset = session.get(Asset, asset_id)
         if asset is None or asset.state != AssetState.PLANNED:
-            return StageOutcome(asset_id, asset.state if asset else "missing", "not planned")
+            return StageOutcome.stay(asset_id, GENERATE_STAGE, asset, "not planned")
+    engine, gang = _engine_and_gang(ctx)
+    lock = ctx.components.gang_lock
+    with lock(gang, lease_seconds=ctx.settings.gang_lease_seconds) if lock else nullcontext():
+        return _generate(ctx, asset_id, engine, gang)
+
+
+def _generate(ctx: StageContext, asset_id: int, engine: Engine, gang: GpuGang) -> StageOutcome:
+    settings, worker = ctx.settings, ctx.actor
+    with ctx.database.session() as session:
+        asset = session.get(Asset, asset_id)
+        if asset is None or asset.state != AssetState.PLANNED:  # taken while we waited for the gang
+            return StageOutcome.stay(asset_id, GENERATE_STAGE, asset, "not planned")
         if not try_claim(session, asset_id, worker, settings.claim_lease_seconds):
-            return StageOutcome(asset_id, asset.state, "claimed by another worker")
+            return StageOutcome.stay(asset_id, GENERATE_STAGE, asset, "claimed by another worker")
         session.refresh(asset)
-        plan = asset.details["plan"]
+        plan = records.need(asset.details, Plan, stage=GENERATE_STAGE)
+        crop = records.need(asset.details, Crop, stage=GENERATE_STAGE)
+        speech = records.need(asset.details, Speech, stage=GENERATE_STAGE)
         number = attempts_made(session, asset_id) + 1
-        folder = storage.asset_dir(asset.key) / f"attempt-{number:02d}"
+        folder = settings.storage.asset_dir(asset.key) / f"attempt-{number:02d}"
         request = GenerationRequest(
-            asset_key=asset.key, image=Path(asset.details["crop_path"]), audio=Path(asset.details["speech_path"]),
-            prompt=asset.prompt or "", preset=asset.preset, seed=int(plan["seed"]),
-            output=folder / "generated.mp4", log_path=folder / "engine.log",
-            audio_seconds=float(plan["seconds"]), audio_samples=plan.get("samples"),
+            asset_key=asset.key, image=Path(crop.path), audio=Path(speech.path), prompt=asset.prompt or "",
+            preset=asset.preset, seed=plan.seed, output=folder / "generated.mp4", log_path=folder / "engine.log",
+            audio_seconds=plan.seconds, audio_samples=plan.samples,
         )
         attempt = GenerationAttempt(
-            asset_id=asset_id, number=number, engine=engine.name, config=dict(plan), seed=request.seed,
-            gang=gang.name, gpus=list(gang.devices), host=socket.gethostname(), log_path=str(request.log_path),
+            asset_id=asset_id, number=number, engine=engine.name, config=plan.model_dump(mode="json"),
+            seed=request.seed, gang=gang.name, gpus=list(gang.devices), host=socket.gethostname(),
+            log_path=str(request.log_path),
         )
         session.add(attempt)
         transition(session, asset, AssetState.GENERATING, actor=worker, claimed_by=worker,
@@ -130,9 +145,10 @@ def generate_asset(
         attempt_id = attempt.id
     folder.mkdir(parents=True, exist_ok=True)
 
-    result = engine.generate(request, gang, progress)
+    report = ctx.components.progress
+    result = engine.generate(request, gang, (lambda update: report(asset_id, update)) if report else None)
 
-    with database.session() as session:
+    with ctx.database.session() as session:
         asset = session.get(Asset, asset_id)
         attempt = session.get(GenerationAttempt, attempt_id)
         metrics = result.metrics
@@ -146,10 +162,10 @@ def generate_asset(
         if result.ok:
             attempt.outcome = "ok"
             attempt.output_path = str(result.output)
-            asset.details = {**asset.details, "video_path": str(result.output), "attempt": number}
+            asset.details = records.write(asset.details, Generation(video_path=str(result.output), attempt=number))
             transition(session, asset, AssetState.GENERATED, actor=worker,
                        reason=f"attempt {number} verified ({metrics.total_seconds or 0:.1f} s)")
-            outcome = StageOutcome(asset_id, AssetState.GENERATED.value)
+            outcome = StageOutcome(asset_id, GENERATE_STAGE, AssetState.GENERATED.value, True)
         else:
             failure = result.failure
             assert failure is not None
@@ -161,23 +177,27 @@ def generate_asset(
                 # Back in the queue with a fresh seed; the next round retries it.
                 transition(session, asset, AssetState.FAILED, actor=worker, reason=failure.message,
                            failed_stage=GENERATE_STAGE, retryable=True, data={"kind": failure.kind.value})
+                plan = records.need(asset.details, Plan, stage=GENERATE_STAGE)
+                asset.details = records.write(asset.details, plan.model_copy(
+                    update={"attempt": number + 1, "seed": seed_for(asset.key, number + 1)}))
                 transition(session, asset, AssetState.PLANNED, actor=worker, reason=f"retry after {failure.kind.value}")
-                replan_seed = seed_for(asset.key, number + 1)
-                asset.details = {**asset.details, "plan": {**asset.details["plan"], "attempt": number + 1, "seed": replan_seed}}
-                outcome = StageOutcome(asset_id, AssetState.PLANNED.value, failure.message)
+                outcome = StageOutcome(asset_id, GENERATE_STAGE, AssetState.PLANNED.value, False,
+                                       failure.message, True)
             else:
-                why = failure.message if not failure.retryable else f"{failure.message} (attempt {number} of {settings.max_generation_attempts})"
+                why = failure.message if not failure.retryable else (
+                    f"{failure.message} (attempt {number} of {settings.max_generation_attempts})")
                 transition(session, asset, AssetState.FAILED, actor=worker, reason=why,
                            failed_stage=GENERATE_STAGE, retryable=failure.retryable, data={"kind": failure.kind.value})
-                outcome = StageOutcome(asset_id, AssetState.FAILED.value, why)
+                outcome = StageOutcome(asset_id, GENERATE_STAGE, AssetState.FAILED.value, False, why,
+                                       failure.retryable)
         release(session, asset, worker)
         return outcome
 
 
-def recover_interrupted(database: Database, batch_id: int, *, actor: str) -> list[int]:
+def recover_interrupted(ctx: StageContext, batch_id: int) -> list[int]:
     """Assets left `generating` by a run that died go back to `planned`; their attempt is marked."""
     recovered = []
-    with database.session() as session:
+    with ctx.database.session() as session:
         stuck = session.scalars(select(Asset).where(Asset.batch_id == batch_id,
                                                     Asset.state == AssetState.GENERATING.value)).all()
         for asset in stuck:
@@ -189,7 +209,7 @@ def recover_interrupted(database: Database, batch_id: int, *, actor: str) -> lis
                     attempt.retryable = True
             asset.claimed_by = None
             asset.claim_expires_at = None
-            transition(session, asset, AssetState.PLANNED, actor=actor,
+            transition(session, asset, AssetState.PLANNED, actor=ctx.actor,
                        reason="generation was interrupted (the previous run died); queued again")
             recovered.append(asset.id)
     return recovered

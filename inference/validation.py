@@ -2,36 +2,53 @@
 silently mishandle, and say why with the published fact.
 
 Pure functions over a preset, expert overrides and (optionally) the GPUs of the gang: no GPU is
-probed here. The facts are those of DESIGN.md, "The real generator: facts the code must respect";
-several refuse advice that is widely shared and wrong (3 steps, a DPM-Solver++ default,
-`--infer_frames 32`, 4 × 24 GB cards).
+probed here. The facts are those of DESIGN.md, "The real generator: facts the code must respect",
+as `inference.liveavatar_facts` holds them; the per-job and warm engines refuse a request through
+these same checks (`inference.liveavatar_checks`). Several refuse advice that is widely shared and
+wrong (3 steps, a DPM-Solver++ default, `--infer_frames 32`, 4 × 24 GB cards).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any, Literal
 
 from avatarflow.errors import ConfigurationError
 from inference.engine import GenerationRequest
-from inference.gpus import FP8_MIN_COMPUTE_CAPABILITY, MIB, GpuInfo
-from inference.presets import FRAMES_PER_CLIP, Preset, get_preset
+from inference.gpus import MIB, GpuInfo
+from inference.liveavatar_facts import (
+    ARGPARSE_DEFAULT_FRAMES,
+    CACHES_ONE_GPU,
+    DIT_BF16_GB,
+    DIT_FP8_GB,
+    FP8_MIN_COMPUTE_CAPABILITY,
+    FPS,
+    FRAME_MULTIPLE,
+    FRAMES_PER_CLIP,
+    IGNORED_ARGUMENTS,
+    MAX_AREA,
+    MAX_SIZE,
+    MULTI_SPEAKER_MARK,
+    PIPELINE_GPUS,
+    PUBLISHED_PIPELINE_RANK_FP8_GB,
+    SAMPLE_STEPS,
+    SINGLE_GPU_MIN_GB,
+    SOLVER,
+    SUPPORTED_GPU_COUNTS,
+    T5_GB,
+    TIMESTEPS,
+    TOPOLOGY_RULE,
+    VALID_SIZES,
+)
+from inference.output_rules import parse_size
+from inference.presets import Preset, get_preset
 
-# --- the published facts ---------------------------------------------------------------------
-REQUIRED_STEPS = 4  # the DMD LoRA's fixed schedule: timesteps 1000, 857.7, 602.2, 8.9
-REQUIRED_SOLVER = "euler"
-FRAME_MULTIPLE = 12  # --infer_frames must be a multiple of 12
-TRAINED_FRAMES = FRAMES_PER_CLIP  # 48
-VALID_SIZES = ("720*400", "704*384", "688*368", "384*256")
-MAX_AREA = 720 * 400  # larger areas crash on a fixed cache
-SUPPORTED_GPU_COUNTS = (1, 5)  # one GPU with offload, or 4 denoising + 1 decoding
+# --- the published memory facts as checks of the MiB a card reports ------------------------------
 # "One GPU with ≥ 80 GB". An 80 GB card reports about 80 GiB (H100: 81559 MiB, A100: 81920 MiB);
 # 80 000 MiB leaves room for what the driver keeps back and still refuses 40/48 GB cards.
 MIN_SINGLE_GPU_MB = 80_000
-# "With fp8 a pipeline rank needs ≈ 45 GB": no rank card below that can run the pipeline, in any
-# precision (bf16 needs more; see inference.planner for the model).
-MIN_PIPELINE_RANK_GB = 45.0
 # Consumer 24 GB cards (RTX 3090/4090, A10, L4 report 23–24 GiB): named on their own because the
 # "4 × 24 GB" advice is common. 26 000 MiB catches them and nothing of 32 GB or more.
 CONSUMER_24GB_MAX_MB = 26_000
@@ -71,13 +88,12 @@ ALIASES = {
     "frames": "infer_frames",
     "enable_online_decode": "online_decode",
 }
-SETTINGS = {f.name for f in fields(Preset)} - {"name", "description"} | {"fp8"}
+# What one generation applies (a request's overrides may change these) ...
+JOB_SETTINGS = frozenset(f.name for f in fields(Preset)) - {"name", "description"}
+# ... and, for a whole configuration, the precision too (a property of the loaded model).
+SETTINGS = JOB_SETTINGS | {"fp8"}
 # Accepted by Live Avatar's argparse and then ignored: a warning, since the user expects an effect.
-IGNORED_BY_ENGINE = {
-    "sample_shift": "the 4-step DMD schedule is fixed (flow matching, shift 3); "
-                    "--sample_shift is ignored",
-    "sample_guide_scale": "the distilled 4-step sampler ignores --sample_guide_scale",
-}
+IGNORED_BY_ENGINE = {name: f"{why}; --{name} is ignored" for name, why in IGNORED_ARGUMENTS.items()}
 
 
 def _canonical(key: str) -> str:
@@ -92,7 +108,7 @@ def effective_settings(preset: Preset | str | Mapping[str, Any],
     if isinstance(preset, str):
         preset = get_preset(preset)
     if isinstance(preset, Preset):
-        settings: dict[str, Any] = {name: getattr(preset, name) for name in SETTINGS - {"fp8"}}
+        settings: dict[str, Any] = {name: getattr(preset, name) for name in JOB_SETTINGS}
         settings["preset"] = preset.name
     else:
         settings = {_canonical(k): v for k, v in preset.items()}
@@ -102,23 +118,18 @@ def effective_settings(preset: Preset | str | Mapping[str, Any],
     return settings
 
 
-def parse_size(size: str) -> tuple[int, int] | None:
-    """ "704*384" → (704, 384); None when it is not WIDTH*HEIGHT."""
-    parts = str(size).split("*")
-    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
-        return None
-    return int(parts[0]), int(parts[1])
-
-
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
 def validate(preset: Preset | str | Mapping[str, Any], gpus: Sequence[GpuInfo] | None = None,
-             overrides: Mapping[str, Any] | None = None) -> list[Problem]:
+             overrides: Mapping[str, Any] | None = None, *,
+             settable: frozenset[str] = SETTINGS) -> list[Problem]:
     """Every problem with running `preset` + `overrides` on `gpus` (None: hardware not checked).
 
     Errors are refusals; warnings are accepted settings that probably do not do what was meant.
+    `settable`: the setting names the caller applies; any other name is refused (the per-job
+    engine passes JOB_SETTINGS: its precision comes from its configuration, not a request).
     """
     settings = effective_settings(preset, overrides)
     problems: list[Problem] = []
@@ -127,12 +138,19 @@ def validate(preset: Preset | str | Mapping[str, Any], gpus: Sequence[GpuInfo] |
     problems += _check_frames(settings.get("infer_frames"))
     problems += _check_size(settings.get("size"))
     problems += _check_num_clip(settings.get("num_clip"))
+    problems += _check_online_decode(settings.get("online_decode"))
+    # Only the names the caller gave: the defaults effective_settings fills in are not theirs.
+    named = {_canonical(k) for k in overrides or {}}
+    if isinstance(preset, Mapping):
+        named |= {_canonical(k) for k in preset}
     for key, value in settings.items():
+        if key not in named or key in settable or key == "preset":
+            continue
         if key in IGNORED_BY_ENGINE:
             problems.append(Problem(key, value, IGNORED_BY_ENGINE[key], "warning"))
-        elif key not in SETTINGS and key != "preset":
-            problems.append(Problem(key, value, "not a setting avatarflow passes to Live Avatar "
-                                    f"(known: {', '.join(sorted(SETTINGS))}); refused rather than "
+        else:
+            problems.append(Problem(key, value, "not a setting avatarflow passes to Live Avatar here "
+                                    f"(known: {', '.join(sorted(settable))}); refused rather than "
                                     "silently ignored"))
     if gpus is not None:
         problems += check_gpus(gpus, fp8=bool(settings.get("fp8")))
@@ -141,14 +159,16 @@ def validate(preset: Preset | str | Mapping[str, Any], gpus: Sequence[GpuInfo] |
 
 def validate_request(request: GenerationRequest,
                      gpus: Sequence[GpuInfo] | None = None) -> list[Problem]:
-    """`validate` for a request, plus the input-path rule: a `+` in the audio path switches Live
-    Avatar to a multi-speaker mode."""
-    problems = validate(request.preset, gpus, request.overrides)
-    if "+" in str(request.audio):
-        problems.append(Problem("audio", str(request.audio),
-                                "a '+' in the audio path makes Live Avatar read it as several "
-                                "speakers' tracks; rename the file"))
-    return problems
+    """`validate` for a request, plus the rule on its input paths."""
+    return validate(request.preset, gpus, request.overrides) + check_audio_path(request.audio)
+
+
+def check_audio_path(audio: Path) -> list[Problem]:
+    """A `+` in the audio path switches Live Avatar to a multi-speaker mode."""
+    if MULTI_SPEAKER_MARK not in str(audio):
+        return []
+    return [Problem("audio", str(audio), f"the audio path contains '{MULTI_SPEAKER_MARK}', which Live "
+                                         "Avatar reads as several speakers' tracks; rename the file")]
 
 
 def errors_in(problems: Sequence[Problem]) -> list[Problem]:
@@ -173,11 +193,12 @@ def check_or_raise(preset: Preset | str | Mapping[str, Any], gpus: Sequence[GpuI
 
 
 def _check_steps(steps: Any) -> list[Problem]:
-    if _is_int(steps) and steps == REQUIRED_STEPS:
+    if _is_int(steps) and steps == SAMPLE_STEPS:
         return []
-    why = ("the DMD LoRA was distilled for exactly 4 Euler steps (timesteps 1000, 857.7, 602.2, "
-           "8.9); more raises on one GPU, and anything but 4 deadlocks the 5-GPU pipeline (one "
-           "rank per step)")
+    schedule = ", ".join(f"{t:g}" for t in TIMESTEPS)
+    why = (f"the DMD LoRA was distilled for exactly {SAMPLE_STEPS} Euler steps (timesteps {schedule}); "
+           f"more raises on one GPU, and anything but {SAMPLE_STEPS} deadlocks the 5-GPU pipeline "
+           "(one rank per step)")
     if steps == 3:
         why += (". The widely shared '3 steps' advice is wrong for this checkpoint: Live Avatar's "
                 "README lists a 3-step distillation only as planned work")
@@ -185,9 +206,10 @@ def _check_steps(steps: Any) -> list[Problem]:
 
 
 def _check_solver(solver: Any) -> list[Problem]:
-    if isinstance(solver, str) and solver.strip().lower() == REQUIRED_SOLVER:
+    # Exactly "euler": Live Avatar's argparse compares the string as given.
+    if solver == SOLVER:
         return []
-    why = "only 'euler' works: Live Avatar's argparse accepts 'unipc' and 'dpm++' and then raises"
+    why = f"only '{SOLVER}' works: Live Avatar's argparse accepts 'unipc' and 'dpm++' and then raises"
     if isinstance(solver, str) and solver.strip().lower() in ("dpm++", "dpmpp", "dpm-solver++"):
         why += (" (a 'DPM-Solver++ default' seen in shared configs does not apply to this "
                 "distilled model)")
@@ -197,37 +219,36 @@ def _check_solver(solver: Any) -> list[Problem]:
 def _check_frames(frames: Any) -> list[Problem]:
     if not _is_int(frames) or frames <= 0:
         return [Problem("infer_frames", frames, "must be a positive whole number of frames; "
-                        f"{TRAINED_FRAMES} is the trained value")]
+                        f"{FRAMES_PER_CLIP} is the trained value")]
     if frames % FRAME_MULTIPLE:
-        why = f"must be a multiple of {FRAME_MULTIPLE}; {TRAINED_FRAMES} is the trained value"
-        if frames == 80:
-            why += ". 80 is Live Avatar's argparse default and leaves blank frames"
+        why = f"must be a multiple of {FRAME_MULTIPLE}; {FRAMES_PER_CLIP} is the trained value"
+        if frames == ARGPARSE_DEFAULT_FRAMES:
+            why += f". {ARGPARSE_DEFAULT_FRAMES} is Live Avatar's argparse default and leaves blank frames"
         elif frames == 32:
             why += ". The widely shared '--infer_frames 32' advice is wrong for this model"
         return [Problem("infer_frames", frames, why)]
-    if frames != TRAINED_FRAMES:
+    if frames != FRAMES_PER_CLIP:
         return [Problem("infer_frames", frames,
-                        f"accepted, but {TRAINED_FRAMES} is the value the model was trained with; "
+                        f"accepted, but {FRAMES_PER_CLIP} is the value the model was trained with; "
                         "other lengths degrade motion and break avatarflow's clip arithmetic "
-                        f"(clips = floor(seconds × 25 / {TRAINED_FRAMES}) + 1)", "warning")]
+                        f"(clips = floor(seconds × {FPS} / {FRAMES_PER_CLIP}) + 1)", "warning")]
     return []
 
 
 def _check_size(size: Any) -> list[Problem]:
+    valid = ", ".join(VALID_SIZES)
     parsed = parse_size(size) if isinstance(size, str) else None
     if parsed is None:
-        return [Problem("size", size, "must be WIDTH*HEIGHT, one of " + ", ".join(VALID_SIZES))]
+        return [Problem("size", size, f"not of the form W*H (one of {valid})")]
     area = parsed[0] * parsed[1]
     if area > MAX_AREA:
         return [Problem("size", size,
-                        f"area {area} is above 720*400 = {MAX_AREA}: Live Avatar's cache has a "
+                        f"area {area} is above {MAX_SIZE} = {MAX_AREA}: Live Avatar's cache has a "
                         "fixed size and the run crashes with 'RuntimeError: The expanded size of "
-                        "the tensor (3000) must match ...'; valid sizes: "
-                        + ", ".join(VALID_SIZES))]
+                        f"the tensor (3000) must match ...'; valid sizes: {valid}")]
     if size.replace(" ", "") not in VALID_SIZES:
-        return [Problem("size", size, "not one of the sizes Live Avatar supports ("
-                        + ", ".join(VALID_SIZES) + "); the size is a maximum pixel area and other "
-                        "values are not tested with the model's latent grid")]
+        return [Problem("size", size, f"not one of the valid sizes ({valid}); the size is a maximum "
+                        "pixel area and other values are not tested with the model's latent grid")]
     return []
 
 
@@ -238,41 +259,53 @@ def _check_num_clip(num_clip: Any) -> list[Problem]:
                     "must be a whole number ≥ 1, or unset for the whole audio")]
 
 
+def _check_online_decode(online_decode: Any) -> list[Problem]:
+    if online_decode is None or isinstance(online_decode, bool):  # None: not given, so off
+        return []
+    return [Problem("online_decode", online_decode, "must be true or false")]
+
+
+def check_gpu_count(count: int) -> list[Problem]:
+    """The topology rule alone: one GPU or exactly five."""
+    if count in SUPPORTED_GPU_COUNTS:
+        return []
+    if count == 0:
+        why = (f"Live Avatar needs NVIDIA GPUs (one with ≥ {SINGLE_GPU_MIN_GB} GB, or exactly "
+               f"{PIPELINE_GPUS}); without them use the CPU engine")
+    elif count < PIPELINE_GPUS:
+        why = f"{TOPOLOGY_RULE}; 4 × 24 GB cards in particular cannot run it"
+    else:
+        why = f"{TOPOLOGY_RULE}; split the GPUs into gangs of 1 or {PIPELINE_GPUS}"
+    return [Problem("gpus", count, why)]
+
+
 def check_gpus(gpus: Sequence[GpuInfo], fp8: bool = False) -> list[Problem]:
     """Topology, memory and fp8 rules for the GPUs of one gang."""
     count = len(gpus)
-    problems: list[Problem] = []
+    problems = check_gpu_count(count)
     if count == 0:
-        return [Problem("gpus", 0, "Live Avatar needs NVIDIA GPUs: one with ≥ 80 GB or exactly 5; "
-                        "without them use the CPU engine")]
-    if 2 <= count <= 4:
-        problems.append(Problem("gpus", count,
-                                f"{count} GPUs are not supported: Live Avatar runs on one GPU with "
-                                "≥ 80 GB (offload on) or exactly 5 (4 run one denoising step each, "
-                                "1 decodes); 4 × 24 GB cards in particular cannot run it"))
-    elif count not in SUPPORTED_GPU_COUNTS:
-        problems.append(Problem("gpus", count,
-                                f"{count} GPUs: the pipeline uses exactly 5 (4 denoising steps + 1 "
-                                "decoder); split the GPUs into gangs of 1 or 5"))
+        return problems
 
     consumer = [g for g in gpus if g.memory_total_mb <= CONSUMER_24GB_MAX_MB]
     if consumer:
         problems.append(Problem(
             "gpus", _describe(consumer),
-            "24 GB cards cannot run Live Avatar in any topology: one GPU needs ≥ 80 GB (34 GB of "
-            "bf16 DiT weights plus four ≈ 10.4 GB KV caches), a pipeline rank needs ≈ 45 GB even "
-            "with fp8 (17 GB DiT + its own 11 GB T5 + caches), and FSDP sharding over 5 × 24 GB "
-            "runs out of memory when it gathers the weights for inference"))
+            f"24 GB cards cannot run Live Avatar in any topology: one GPU needs ≥ {SINGLE_GPU_MIN_GB} GB "
+            f"({DIT_BF16_GB:g} GB of bf16 DiT weights plus {CACHES_ONE_GPU} ≈ 10.4 GB KV caches), a "
+            f"pipeline rank needs ≈ {PUBLISHED_PIPELINE_RANK_FP8_GB:g} GB even with fp8 ({DIT_FP8_GB:g} GB "
+            f"DiT + its own {T5_GB:g} GB T5 + caches), and FSDP sharding over 5 × 24 GB runs out of "
+            "memory when it gathers the weights for inference"))
     elif count == 1 and gpus[0].memory_total_mb < MIN_SINGLE_GPU_MB:
         problems.append(Problem("gpus", _describe(gpus),
-                                f"one GPU must have ≥ 80 GB (it holds the 34 GB bf16 DiT and four "
-                                f"KV caches, ≈ 80 GB in all); this one has {_gb(gpus[0])}"))
-    elif count == 5:
-        small = [g for g in gpus if g.memory_total_mb * MIB / 1e9 < MIN_PIPELINE_RANK_GB]
+                                f"one GPU must have ≥ {SINGLE_GPU_MIN_GB} GB (it holds the "
+                                f"{DIT_BF16_GB:g} GB bf16 DiT and {CACHES_ONE_GPU} KV caches, "
+                                f"≈ {SINGLE_GPU_MIN_GB} GB in all); this one has {_gb(gpus[0])}"))
+    elif count == PIPELINE_GPUS:
+        small = [g for g in gpus if g.memory_total_mb * MIB / 1e9 < PUBLISHED_PIPELINE_RANK_FP8_GB]
         if small:
             problems.append(Problem("gpus", _describe(small),
-                                    f"each pipeline GPU needs ≈ {MIN_PIPELINE_RANK_GB:g} GB even "
-                                    "with fp8 (its own DiT copy, T5, a KV cache and the "
+                                    f"each pipeline GPU needs ≈ {PUBLISHED_PIPELINE_RANK_FP8_GB:g} GB "
+                                    "even with fp8 (its own DiT copy, T5, a KV cache and the "
                                     "condition cache)"))
 
     if fp8:

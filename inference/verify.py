@@ -6,14 +6,12 @@ file), so every engine's output goes through here before anyone trusts it.
 
 from __future__ import annotations
 
-import json
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from avatarflow import media
 from inference.engine import Failure, FailureKind
-
-FPS = 25
+from inference.liveavatar_facts import FPS, SHORTEST_OVERSHOOT_S
 
 
 @dataclass(frozen=True)
@@ -32,42 +30,23 @@ class VideoInfo:
 
 def probe_video(path: Path, timeout_s: float = 60) -> VideoInfo | Failure:
     """ffprobe the file; a Failure when it is missing, unreadable or has no video stream."""
-    if not path.exists():
-        return Failure(FailureKind.NO_OUTPUT, f"the engine exited without writing {path}")
-    if path.stat().st_size == 0:
-        return Failure(FailureKind.NO_OUTPUT, f"the engine wrote an empty file {path}")
     try:
-        done = subprocess.run(
-            ["ffprobe", "-v", "error", "-print_format", "json", "-show_streams", "-show_format", str(path)],
-            capture_output=True, text=True, timeout=timeout_s,
-        )
-    except subprocess.TimeoutExpired:
-        return Failure(FailureKind.TIMEOUT, f"ffprobe took more than {timeout_s:.0f} s on {path}")
-    if done.returncode != 0:
-        return Failure(FailureKind.NO_OUTPUT, f"{path} does not decode: {done.stderr.strip()[-500:]}")
-    data = json.loads(done.stdout or "{}")
-    streams = data.get("streams", [])
-    video = next((s for s in streams if s.get("codec_type") == "video"), None)
-    audio = next((s for s in streams if s.get("codec_type") == "audio"), None)
+        info = media.probe(path, timeout_s=timeout_s)
+    except media.MediaError as exc:
+        kind = {"timeout": FailureKind.TIMEOUT}.get(exc.code, FailureKind.NO_OUTPUT)
+        what = {"missing": f"the engine exited without writing {path}",
+                "empty": f"the engine wrote an empty file {path}"}.get(exc.code, f"{path} does not decode: {exc}")
+        return Failure(kind, what)
+    video, audio = info.video, info.audio
     if video is None:
         return Failure(FailureKind.NO_VIDEO_STREAM, f"{path} has no video stream")
-    num, _, den = str(video.get("avg_frame_rate") or video.get("r_frame_rate", "0/1")).partition("/")
-    fps = float(num) / float(den or 1) if float(den or 1) else 0.0
-    duration = float(data.get("format", {}).get("duration") or video.get("duration") or 0.0)
-    frames = int(video["nb_frames"]) if str(video.get("nb_frames", "")).isdigit() else None
     return VideoInfo(
-        width=int(video["width"]), height=int(video["height"]), fps=fps, duration_s=duration,
-        video_codec=str(video.get("codec_name")), audio_codec=audio.get("codec_name") if audio else None,
-        audio_sample_rate=int(audio["sample_rate"]) if audio and audio.get("sample_rate") else None,
-        frames=frames,
-        audio_duration_s=float(audio["duration"]) if audio and audio.get("duration") else None,
-        video_duration_s=float(video["duration"]) if video.get("duration") else None,
+        width=int(video.width or 0), height=int(video.height or 0), fps=video.fps or 0.0,
+        duration_s=float(info.duration_s or video.duration_s or 0.0), video_codec=video.codec,
+        audio_codec=audio.codec if audio else None, audio_sample_rate=audio.sample_rate if audio else None,
+        frames=video.frames, audio_duration_s=audio.duration_s if audio else None,
+        video_duration_s=video.duration_s,
     )
-
-
-# ffmpeg's -shortest (Live Avatar's muxer) lets the AAC stream run past the video: by 0.25 s
-# with ffmpeg 5.1 (Debian 12), not at all with 7.0. Audio that long is the muxer, not a fault.
-SHORTEST_OVERSHOOT_S = 0.35
 
 
 def verify_output(path: Path, expected_seconds: float, *, tolerance_s: float = 2 / FPS + 0.05,
@@ -85,7 +64,7 @@ def verify_output(path: Path, expected_seconds: float, *, tolerance_s: float = 2
         return Failure(FailureKind.NO_AUDIO_STREAM, f"{path} has no audio stream (muxing failed silently)")
     # The container's duration is the longer stream's, so each stream is checked on its own: the
     # picture must last as planned, the sound must cover it (and may overrun it only as far as
-    # ffmpeg's -shortest does).
+    # ffmpeg's -shortest does: SHORTEST_OVERSHOOT_S).
     video_s = info.video_duration_s if info.video_duration_s is not None else info.duration_s
     if abs(video_s - expected_seconds) > tolerance_s:
         return Failure(

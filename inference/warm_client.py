@@ -3,16 +3,16 @@
 `WarmWorkerEngine` starts `inference/warm_worker.py` (through torchrun, inside the Live Avatar
 environment), waits for it to load, sends it jobs as JSON lines and relays its progress. It
 shares the request checks, argument values, failure classification and output verification with
-the per-job engine (`inference/liveavatar.py`), so both modes run and accept exactly the same
-thing. A job that runs past its timeout kills the worker's whole process group (TIMEOUT); a
-worker that vanishes fails its job as WORKER_DIED; either way the next job starts a fresh worker.
+the per-job engine (`inference/liveavatar.py` names the modules), so both modes run and accept
+exactly the same thing. A job that runs past its timeout kills the worker's whole process group
+(TIMEOUT); a worker that vanishes fails its job as WORKER_DIED; either way the next job starts a
+fresh worker.
 """
 
 from __future__ import annotations
 
 import json
 import queue
-import shlex
 import subprocess
 import threading
 import time
@@ -31,34 +31,22 @@ from inference.engine import (
     Progress,
     ProgressCallback,
 )
-from inference.liveavatar import (
-    PIPELINE_GPUS,
-    SETTING_CKPT_DIR,
-    SETTING_LORA,
-    LiveAvatarConfig,
-    LogSink,
-    PortAllocator,
-    PortLease,
-    ProcessTree,
-    SamplerFactory,
+from inference.failures import classify_exit, classify_text, last_lines
+from inference.liveavatar_checks import preflight
+from inference.liveavatar_command import (
     build_env,
-    classify_exit,
-    classify_text,
-    finalize_output,
     job_arguments,
-    kill_process_group,
-    kill_survivors,
     load_arguments,
-    nvml_sampler_factory,
-    partial_output_path,
-    plan_job,
-    plan_record,
-    preflight,
-    pump,
     to_cli,
     torchrun_prefix,
-    verified_record,
 )
+from inference.liveavatar_config import CHECK_WEIGHT_SETTINGS, LiveAvatarConfig
+from inference.liveavatar_facts import PIPELINE_GPUS
+from inference.liveavatar_job import plan_job, plan_record, prepare_output, settle_output
+from inference.ports import PortAllocator, PortLease
+from inference.processes import LogSink, ProcessTree, kill_process_group, kill_survivors, pump
+from inference.progress import seconds_per_clip
+from inference.sampling import SamplerFactory, nvml_sampler_factory
 
 WORKER_SCRIPT = Path(__file__).resolve().with_name("warm_worker.py")
 ENGINE_NAME = "liveavatar-warm"
@@ -223,7 +211,7 @@ class WarmWorkerEngine:
         argv = self.launcher or worker_command(self._gang, self.config, lease.port, self.backend)
         env = build_env(self._gang, self.config)
         if sink is not None:
-            sink.write(f"$ (cd {shlex.quote(str(self.config.checkout))} && {shlex.join(argv)})")
+            sink.write_command(argv, self.config.checkout)
         try:
             worker = _WorkerProcess(argv, env, self.config.checkout, lease, self.worker_log)
         except OSError as exc:
@@ -247,7 +235,7 @@ class WarmWorkerEngine:
                 known = classify_text(tail, self.config)
                 return known or Failure(
                     FailureKind.WORKER_DIED,
-                    f"the warm worker exited (status {status}) while loading: {_last(tail)}")
+                    f"the warm worker exited (status {status}) while loading: {last_lines(tail)}")
             if message.get("event") == "load_failed":
                 worker.stop(self.config.kill_grace_s, polite=False)
                 return _failure_from_error(message.get("error") or {}, self.config)
@@ -291,9 +279,7 @@ class WarmWorkerEngine:
             return GenerationResult(self.name, record, failure=refused)
         plan = plan_job(request, preset, self.config)
         clips, timeout_s = plan.clips, plan.timeout_s
-        partial = partial_output_path(request.output)
-        request.output.parent.mkdir(parents=True, exist_ok=True)
-        partial.unlink(missing_ok=True)
+        partial = prepare_output(request)
         args = job_arguments(request, plan, partial)
         record.update(args=args, **plan_record(plan), enable_compile=self.config.enable_compile,
                       cuda_visible_devices=self._gang.cuda_visible_devices)
@@ -315,14 +301,7 @@ class WarmWorkerEngine:
             worker.set_job_sink(sink)
             failure = self._run_job(worker, args, clips, timeout_s, metrics, progress, sink, record)
             worker.set_job_sink(None)
-            if failure is None:
-                checked = finalize_output(partial, request, plan)
-                if isinstance(checked, Failure):
-                    failure = checked
-                else:
-                    record["output"] = verified_record(checked, plan)
-            else:
-                partial.unlink(missing_ok=True)
+            failure = settle_output(partial, request, plan, failure, record)
             if failure is not None:
                 self._last_error = f"{failure.kind.value}: {failure.message}"
                 if len(self._gang.devices) == PIPELINE_GPUS and self._worker is not None:
@@ -386,10 +365,7 @@ class WarmWorkerEngine:
                         metrics.first_step_seconds = float(data["first_step_s"])
                     continue
                 metrics.total_seconds = time.monotonic() - started
-                if len(clip_ends) > 1:
-                    metrics.seconds_per_clip = (clip_ends[-1] - clip_ends[0]) / (len(clip_ends) - 1)
-                elif clip_ends and metrics.first_step_seconds is not None:
-                    metrics.seconds_per_clip = clip_ends[0] - metrics.first_step_seconds
+                metrics.seconds_per_clip = seconds_per_clip(clip_ends, metrics.first_step_seconds)
                 if clip_ends:
                     metrics.tail_seconds = metrics.total_seconds - clip_ends[-1]
                 if message.get("ok"):
@@ -411,7 +387,7 @@ class WarmWorkerEngine:
         status = self._discard_worker(polite=False)
         metrics.exit_status = status
         return Failure(FailureKind.WORKER_DIED, f"{what} (exit status {status}); it is restarted for the "
-                                                f"next job. Last output: {_last(tail)}")
+                                                f"next job. Last output: {last_lines(tail)}")
 
     # -- health -----------------------------------------------------------------------------
 
@@ -467,10 +443,6 @@ def _failure_from_error(error: dict[str, Any], config: LiveAvatarConfig) -> Fail
         if refined is not None:
             return refined
     if kind == FailureKind.MISSING_WEIGHTS:
-        return Failure(kind, f"{message} (check {SETTING_CKPT_DIR} and {SETTING_LORA})")
+        return Failure(kind, f"{message} ({CHECK_WEIGHT_SETTINGS})")
     return Failure(kind, message)
-
-
-def _last(tail: str, lines: int = 5) -> str:
-    return " | ".join(tail.strip().splitlines()[-lines:])[-800:]
 

@@ -39,7 +39,8 @@ import sys
 import threading
 import time
 import traceback
-from typing import Any, Callable, Dict, Optional
+from collections.abc import Callable
+from typing import Any
 
 # Run as a script, Python puts this file's folder (avatarflow's inference/) first on sys.path,
 # where inference/liveavatar.py would shadow Live Avatar's own `liveavatar` namespace package.
@@ -115,7 +116,7 @@ class FakeBackend:
     def load(self) -> None:
         time.sleep(self.options.fake_load_seconds)
 
-    def generate(self, job: Dict[str, Any], progress: ProgressFn) -> Dict[str, Any]:
+    def generate(self, job: dict[str, Any], progress: ProgressFn) -> dict[str, Any]:
         args = job["args"]
         mode = job.get("fake_fail") or _prompt_marker(str(args.get("prompt", "")))
         if args.get("sample_solver", "euler") != "euler":
@@ -127,7 +128,8 @@ class FakeBackend:
         # The fake runs only in avatarflow's own test environment: it makes what Live Avatar
         # makes by avatarflow's statement of its rules (checked against the real source there).
         sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-        from inference.output_rules import image_size, output_size, planned_clips, video_seconds, wav_samples
+        from avatarflow.media import wav_samples
+        from inference.output_rules import image_size, output_size, planned_clips, video_seconds
 
         samples = wav_samples(args["audio"]) or round(ffprobe_seconds(args["audio"]) * 16000)
         infer_frames = int(args.get("infer_frames", 48))
@@ -164,7 +166,7 @@ class OutOfMemoryError(RuntimeError):
     """The fake's stand-in for torch.OutOfMemoryError (same name, same message shape)."""
 
 
-def _prompt_marker(prompt: str) -> Optional[str]:
+def _prompt_marker(prompt: str) -> str | None:
     start = prompt.find("[fake_fail=")
     if start < 0:
         return None
@@ -198,15 +200,14 @@ class LiveAvatarBackend:
         self.model: Any = None
         self.cfg: Any = None
         self._bars_done = 0
-        self._on_bar: Optional[Callable[[float], None]] = None
-        self._on_bar_start: Optional[Callable[[], None]] = None
+        self._on_bar: Callable[[float], None] | None = None
+        self._on_bar_start: Callable[[], None] | None = None
 
     def load(self) -> None:
         checkout = os.path.abspath(self.options.checkout)
         sys.path.insert(0, checkout)
         os.chdir(checkout)  # the script resolves its config paths relative to the checkout
         import torch
-
         from liveavatar.models.wan.wan_2_2.configs import MAX_AREA_CONFIGS, WAN_CONFIGS
         from liveavatar.models.wan.wan_2_2.utils.utils import merge_video_audio, save_video
         from liveavatar.utils.args_config import parse_args_for_training_config
@@ -280,14 +281,14 @@ class LiveAvatarBackend:
 
         module.tqdm = CountingTqdm
 
-    def generate(self, job: Dict[str, Any], progress: ProgressFn) -> Dict[str, Any]:
+    def generate(self, job: dict[str, Any], progress: ProgressFn) -> dict[str, Any]:
         args = job["args"]
         torch = self.torch
         planned = int(args["num_clip"])
         bars_per_clip = blocks_per_clip(int(args["infer_frames"]))
         started = time.monotonic()
         self._bars_done = 0
-        timing: Dict[str, Any] = {"first_step_s": None, "step_seconds": []}
+        timing: dict[str, Any] = {"first_step_s": None, "step_seconds": []}
 
         def on_bar_start() -> None:
             if timing["first_step_s"] is None:
@@ -348,7 +349,7 @@ class LiveAvatarBackend:
             torch.cuda.empty_cache()
 
 
-def _supported(fn: Callable[..., Any], kwargs: Dict[str, Any]) -> Dict[str, Any]:
+def _supported(fn: Callable[..., Any], kwargs: dict[str, Any]) -> dict[str, Any]:
     """The keyword arguments `fn` accepts; warn about the ones this Live Avatar version lacks."""
     import inspect
 
@@ -372,7 +373,7 @@ class Channel:
         self._out = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8")
         self._lock = threading.Lock()
 
-    def send(self, message: Dict[str, Any]) -> None:
+    def send(self, message: dict[str, Any]) -> None:
         with self._lock:
             self._out.write(json.dumps(message) + "\n")
             self._out.flush()
@@ -389,7 +390,7 @@ class Channel:
         os.close(devnull)
 
     @classmethod
-    def read(cls) -> Optional[Dict[str, Any]]:
+    def read(cls) -> dict[str, Any] | None:
         """The next request; None at end of input (the client is gone: shut down)."""
         stream = cls._requests or sys.stdin
         while True:
@@ -415,19 +416,19 @@ def _redirect_stdout_to_stderr() -> None:
 
 
 class Worker:
-    def __init__(self, backend: Any, channel: Optional[Channel], rank: int, world_size: int) -> None:
+    def __init__(self, backend: Any, channel: Channel | None, rank: int, world_size: int) -> None:
         self.backend = backend
         self.channel = channel
         self.rank = rank
         self.world_size = world_size
         self.started = time.time()
-        self.load_seconds: Optional[float] = None
+        self.load_seconds: float | None = None
         self.jobs_served = 0
         self.jobs_failed = 0
-        self.last_error: Optional[Dict[str, str]] = None
+        self.last_error: dict[str, str] | None = None
         self._control_group: Any = None
 
-    def send(self, message: Dict[str, Any]) -> None:
+    def send(self, message: dict[str, Any]) -> None:
         if self.channel is not None and self.rank == 0:
             self.channel.send(message)
 
@@ -478,7 +479,7 @@ class Worker:
 
         dist.barrier(group=self._control_group)
 
-    def next_request(self) -> Optional[Dict[str, Any]]:
+    def next_request(self) -> dict[str, Any] | None:
         """Rank 0 reads the next request; in the pipeline every rank receives the same one."""
         message = Channel.read() if self.rank == 0 else None
         if self.world_size > 1:
@@ -508,20 +509,20 @@ class Worker:
                 self.send({"id": job_id, "ok": False, "error": {
                     "kind": BAD_REQUEST, "message": message.get("error") or f"unknown op {op!r}"}})
 
-    def health(self) -> Dict[str, Any]:
+    def health(self) -> dict[str, Any]:
         return {"backend": self.backend.name, "pid": os.getpid(), "world_size": self.world_size,
                 "load_seconds": self.load_seconds, "jobs_served": self.jobs_served,
                 "jobs_failed": self.jobs_failed, "uptime_s": round(time.time() - self.started, 3),
                 "last_error": self.last_error}
 
-    def generate(self, message: Dict[str, Any]) -> None:
+    def generate(self, message: dict[str, Any]) -> None:
         job_id = message.get("id")
         if not isinstance(message.get("args"), dict):
             self.send({"id": job_id, "ok": False, "error": {"kind": BAD_REQUEST, "message": "missing args"}})
             return
         started = time.monotonic()
 
-        def progress(done: int, planned: int, timing: Optional[Dict[str, Any]] = None) -> None:
+        def progress(done: int, planned: int, timing: dict[str, Any] | None = None) -> None:
             self.send({"id": job_id, "event": "progress",
                        "progress": {"clips_done": done, "clips_planned": planned, **(timing or {})}})
 
@@ -546,7 +547,7 @@ class Worker:
         self.send({"id": job_id, "ok": True, "result": result})
 
 
-def parse_args(argv: Optional[list] = None) -> argparse.Namespace:
+def parse_args(argv: list | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="avatarflow warm Live Avatar worker (JSON lines on stdin/stdout)")
     p.add_argument("--backend", choices=["liveavatar", "fake"],
                    default=os.environ.get("AVATARFLOW_WARM_BACKEND", "liveavatar"))
@@ -571,7 +572,7 @@ def parse_args(argv: Optional[list] = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def main(argv: Optional[list] = None) -> int:
+def main(argv: list | None = None) -> int:
     options = parse_args(argv)
     rank = int(os.environ.get("RANK", "0"))
     world_size = int(os.environ.get("WORLD_SIZE", "1"))

@@ -25,21 +25,22 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Literal
 
 import numpy as np
 from scipy.optimize import minimize
 
+import avatarflow
 from avatarflow.errors import AvatarflowError
 from avatarflow.storage import atomic_write_bytes, sha256_file
-
-if TYPE_CHECKING:
-    from qc.lipsync import CalibratableScorer, LipSyncResult
+from qc.decode import FPS, HOP, load_audio
+from qc.result import CalibratableScorer, LipSyncResult
+from qc.speech import shift_audio
+from qc.sync_search import MIN_FRAMES
 
 CALIBRATION_DIR = Path(__file__).resolve().parent / "calibrations"
 CALIBRATION_SETTING = "AVATARFLOW_LIPSYNC_CALIBRATION"  # a JSON file, or a folder of <scorer>.json
@@ -120,12 +121,51 @@ def apply(calibration: Calibration, features: Mapping[str, float]) -> float:
     return calibration.probability(features)
 
 
+class Calibrator:
+    """A scorer's calibration, loaded once on first use, applied to its results.
+
+    `calibration`: None loads the stored default for `scorer_name` (or the one at `path`); a
+    `Calibration` uses that one; False gives raw metrics only ("calibration disabled").
+    """
+
+    def __init__(self, scorer_name: str, calibration: Calibration | Literal[False] | None = None,
+                 path: Path | None = None) -> None:  # fmt: skip
+        self.scorer_name = scorer_name
+        self._calibration = calibration
+        self._path = path
+        self._error: str | None = None
+
+    def calibration(self) -> Calibration | None:
+        """The calibration in use (None: disabled or not available; `reason()` says which)."""
+        if self._calibration is None and self._error is None:
+            try:
+                self._calibration = load_calibration(self.scorer_name, self._path)
+            except CalibrationError as exc:
+                self._error = str(exc)
+        return self._calibration or None
+
+    def reason(self) -> str:
+        return self._error or "calibration disabled"
+
+    def apply(self, result: LipSyncResult) -> LipSyncResult:
+        """Fill in `score` (or the reason there is none) and each analysis window's score."""
+        if not result.measured:
+            return result  # score stays None; score_reason says why
+        calibration = self.calibration()
+        if calibration is None:
+            result.score_reason = self.reason()
+            return result
+        result.score = calibration.probability(result.features())
+        result.calibration = calibration.label
+        for window in result.sync_windows:
+            if window.features:
+                window.score = calibration.probability(window.features)
+        return result
+
+
 def default_path(scorer_name: str) -> Path:
-    """Where `scorer_name`'s calibration is read from and written to when no path is given."""
-    configured = os.environ.get(CALIBRATION_SETTING)
-    if configured:
-        target = Path(configured).expanduser()
-        return target / f"{scorer_name}.json" if target.is_dir() or not target.suffix else target
+    """The shipped calibration of `scorer_name` (`AVATARFLOW_LIPSYNC_CALIBRATION` points the
+    scorers elsewhere: `qc.lipsync.default_scorer` passes it as their calibration path)."""
     return CALIBRATION_DIR / f"{scorer_name}.json"
 
 
@@ -267,8 +307,6 @@ def collect_samples(
 ) -> tuple[list[Sample], list[dict[str, Any]]]:
     """Measure every clip window (and, with `whole_clips`, every whole clip) against its own,
     shifted and foreign soundtracks."""
-    from qc.lipsync import FPS, HOP, MIN_FRAMES, load_audio, shift_audio
-
     say = progress or (lambda _msg: None)
     window = int(round(window_s * FPS))
     videos = [Path(v) for v in videos]
@@ -402,13 +440,16 @@ def _round(value: float | None) -> float | None:
     return None if value is None else round(float(value), 4)
 
 
+# The modules that shape the raw metrics or their calibration.
+_SCORING_SOURCES = ("decode.py", "facetrack.py", "speech.py", "sync_search.py", "result.py",
+                    "landmark.py", "syncnet.py", "calibration.py")  # fmt: skip
+
+
 def code_version() -> str:
     """The package version and a digest of the scoring and calibration code."""
-    import avatarflow
-
     digest = hashlib.sha256()
     here = Path(__file__).resolve().parent
-    for name in ("lipsync.py", "syncnet.py", "calibration.py"):
+    for name in _SCORING_SOURCES:
         path = here / name
         if path.is_file():
             digest.update(path.read_bytes())

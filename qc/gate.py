@@ -14,7 +14,8 @@ Every reason that led to the verdict is listed, so a reviewer sees all of them a
 The gate takes the lip-sync result as plain values, so it does not depend on how the scorer
 works: the score in [0, 1], and optionally a dict of raw metrics used only to explain the
 verdict (`offset_frames`, `face_tracked_fraction` or `face_fraction`, `score_reason`). Checks
-are `qc.technical.CheckResult`s, or their `to_dict()` form as stored in the database.
+are `qc.verdicts.CheckResult`s, or their `to_dict()` form as stored in the database;
+`qc.record.VideoChecks.gate_metrics()` gives the raw metrics in this form.
 
 Routing: approve a pass unless it was sampled for review; review every borderline and every
 sampled pass; regenerate a fail with a new, deterministic seed while attempts remain; reject a
@@ -28,8 +29,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from qc.technical import CheckResult
-from inference.engine import next_seed  # noqa: F401  (re-exported: the seed rule lives with generation)
+from inference.engine import next_seed
+from qc.verdicts import CheckResult
 
 DEFAULT_GATE = 0.92  # DESIGN.md: the calibrated probability a video must reach
 DEFAULT_MARGIN = 0.03  # scores this close to the gate go to a person

@@ -23,23 +23,32 @@ audio late), the opposite of what syncnet_python prints.
 
 from __future__ import annotations
 
-import math
-import os
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import cv2
 import numpy as np
 import scipy.signal as sps
 
+from avatarflow import media
 from avatarflow.errors import AvatarflowError
-from qc.lipsync import (
-    _POS, DECODE_TIMEOUT_S, FPS, SAMPLE_RATE, LipSyncResult, MeshTracker, SourceInfo,
-    decode_frames, decode_size, load_audio, own_soundtrack, probe_source, track_frames,
+from qc.calibration import Calibration, Calibrator
+from qc.decode import (
+    DECODE_TIMEOUT_S,
+    FPS,
+    SAMPLE_RATE,
+    Decoding,
+    decode_size,
+    load_audio,
+    own_soundtrack,
+    probe_video,
 )  # fmt: skip
+from qc.facetrack import POS, MeshTracker, OwnedTracker, StridedTrack
+from qc.result import LipSyncResult, SyncWindow, curve_features
+from qc.speech import mfcc
+from qc.sync_search import analysis_windows
 
 SYNCNET_SETTING = "AVATARFLOW_SYNCNET_WEIGHTS"
 VSHIFT = 15  # offsets searched each way, frames (syncnet_python's default)
@@ -138,7 +147,7 @@ def load_weights(model: Any, path: Path) -> None:
     torch = _torch()
     try:
         state = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - pickle, zip and torch errors alike
+    except Exception as exc:
         raise SyncNetUnavailable(f"{path} cannot be read as SyncNet weights ({exc})") from exc
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
@@ -154,53 +163,6 @@ def load_weights(model: Any, path: Path) -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# Audio features: python_speech_features.mfcc with its defaults, in numpy
-
-
-def _hz_to_mel(hz: np.ndarray | float) -> np.ndarray | float:
-    return 2595.0 * np.log10(1.0 + np.asarray(hz) / 700.0)
-
-
-def _mel_to_hz(mel: np.ndarray | float) -> np.ndarray | float:
-    return 700.0 * (10.0 ** (np.asarray(mel) / 2595.0) - 1.0)
-
-
-def mfcc(signal: np.ndarray, rate: int = SAMPLE_RATE) -> np.ndarray:
-    """(steps, 13) MFCCs exactly as python_speech_features.mfcc(signal, rate) computes them.
-
-    Its defaults: 25 ms rectangular frames every 10 ms, pre-emphasis 0.97, 512-point FFT, 26 mel
-    filters over 0 - rate/2, log, orthonormal DCT-II, 13 coefficients, cepstral lifter 22, and
-    c0 replaced by the log frame energy. syncnet_python feeds it int16 sample values.
-    """
-    from scipy.fft import dct
-
-    x = np.asarray(signal, dtype=np.float64)
-    x = np.append(x[:1], x[1:] - 0.97 * x[:-1])
-    frame_len, step, nfft, nfilt = int(round(0.025 * rate)), int(round(0.01 * rate)), 512, 26
-    n = 1 if x.size <= frame_len else 1 + int(math.ceil((x.size - frame_len) / step))
-    padded = np.concatenate([x, np.zeros((n - 1) * step + frame_len - x.size)])
-    idx = np.arange(frame_len)[None, :] + step * np.arange(n)[:, None]
-    frames = padded[idx]
-    power = np.abs(np.fft.rfft(frames, nfft)) ** 2 / nfft
-    energy = power.sum(axis=1)
-    energy[energy == 0] = np.finfo(float).eps
-    mel = np.linspace(_hz_to_mel(0.0), _hz_to_mel(rate / 2), nfilt + 2)
-    bins = np.floor((nfft + 1) * _mel_to_hz(mel) / rate).astype(int)
-    bank = np.zeros((nfilt, nfft // 2 + 1))
-    for j in range(nfilt):
-        for i in range(bins[j], bins[j + 1]):
-            bank[j, i] = (i - bins[j]) / (bins[j + 1] - bins[j])
-        for i in range(bins[j + 1], bins[j + 2]):
-            bank[j, i] = (bins[j + 2] - i) / (bins[j + 2] - bins[j + 1])
-    feat = power @ bank.T
-    feat[feat == 0] = np.finfo(float).eps
-    cep = dct(np.log(feat), type=2, axis=1, norm="ortho")[:, :13]
-    cep *= 1 + (22 / 2.0) * np.sin(np.pi * np.arange(13) / 22)
-    cep[:, 0] = np.log(energy)
-    return cep
-
-
-# --------------------------------------------------------------------------------------------
 # Face crops
 
 
@@ -209,7 +171,7 @@ class FaceCrops:
     """224x224 BGR face crops on the 25 fps grid, and what the lip stream makes of them."""
 
     video: str
-    source: SourceInfo
+    source: media.MediaInfo
     crops: np.ndarray  # (n, 224, 224, 3) uint8 BGR
     tracked: np.ndarray  # bool per frame
     lip: Any = None  # (n - 4, 1024) torch tensor of lip embeddings, once computed
@@ -227,8 +189,8 @@ def _face_boxes(marks: list[np.ndarray | None]) -> tuple[np.ndarray, np.ndarray]
         if m is None:
             rows.append((np.nan, np.nan, np.nan))
             continue
-        x0, x1 = m[_POS["face_right"], 0], m[_POS["face_left"], 0]
-        y0, y1 = m[_POS["forehead"], 1], m[_POS["chin"], 1]
+        x0, x1 = m[POS["face_right"], 0], m[POS["face_left"], 0]
+        y0, y1 = m[POS["forehead"], 1], m[POS["chin"], 1]
         x0, x1, y0, y1 = min(x0, x1), max(x0, x1), min(y0, y1), max(y0, y1)
         rows.append(((x0 + x1) / 2, (y0 + y1) / 2, max(x1 - x0, y1 - y0) / 2))
     boxes = np.array(rows, dtype=np.float64).reshape(-1, 3)
@@ -266,24 +228,45 @@ def face_crops(
     keeps memory to the crops (150 kB a frame) instead of whole frames.
     """
     started = time.perf_counter()
-    info = probe_source(video)
+    info = probe_video(video)
     size = decode_size(info, short_side)
     marks: list[np.ndarray | None] = []
-    with tracker.lock:
+    with Decoding(video, size, timeout_s=timeout_s) as decoding, tracker.lock:
         tracker.reset()
-        for i, _, m in track_frames(decode_frames(video, size, timeout_s=timeout_s), tracker, 1):
-            if max_frames is not None and i >= max_frames:
+        track = StridedTrack(tracker, 1)
+        for frame in decoding.frames():
+            if max_frames is not None and frame.index >= max_frames:
                 break
-            marks.append(m)
+            marks += [m for _, m in track.feed(frame)]
+    if max_frames is None:
+        decoding.raise_for_failure()
     boxes, tracked = _face_boxes(marks)
     crops = np.full((len(marks), CROP, CROP, 3), PAD_VALUE, np.uint8)
-    for i, yuv in enumerate(decode_frames(video, size, timeout_s=timeout_s)):
-        if i >= len(marks):
-            break
-        if np.isfinite(boxes[i, 0]):
-            bgr = cv2.cvtColor(yuv, cv2.COLOR_YUV2BGR_I420)  # syncnet_python reads with cv2: BGR
-            crops[i] = _crop(bgr, *boxes[i])
+    with Decoding(video, size, timeout_s=timeout_s) as decoding:
+        for frame in decoding.frames():
+            if frame.index >= len(marks):
+                break
+            if np.isfinite(boxes[frame.index, 0]):
+                bgr = cv2.cvtColor(frame.yuv, cv2.COLOR_YUV2BGR_I420)  # syncnet_python reads with cv2: BGR
+                crops[frame.index] = _crop(bgr, *boxes[frame.index])
     return FaceCrops(str(video), info, crops, tracked, seconds=time.perf_counter() - started)
+
+
+def _windows(dists: Any, start: int, usable: int) -> list[SyncWindow]:
+    """LSE-C, LSE-D and offset of each 5 s analysis window, from its frames' distances alone."""
+    out = []
+    offsets = list(range(-VSHIFT, VSHIFT + 1))
+    for a, b in analysis_windows(0, usable):
+        mdist = dists[a:b].mean(dim=0)
+        k = int(mdist.argmin())
+        lse_d, lse_c = float(mdist[k]), float(mdist.median() - mdist[k])
+        out.append(SyncWindow(
+            start_s=(start + a) / FPS, end_s=(start + b) / FPS, offset_frames=k - VSHIFT,
+            features=curve_features(confidence=lse_c, correlation=None, distance=lse_d,
+                                    offset_frames=k - VSHIFT, offsets=offsets,
+                                    curve=[float(v) for v in mdist], curve_kind="distance"),
+        ))  # fmt: skip
+    return out
 
 
 def offset_distances(lip: Any, aud: Any, vshift: int = VSHIFT) -> Any:
@@ -323,13 +306,13 @@ class SyncNetScorer:
         model: Any = None,
         device: str = "cpu",
         batch_size: int = 20,
-        calibration: Any = None,
+        calibration: Calibration | Literal[False] | None = None,
         calibration_path: Path | None = None,
         short_side: int = DECODE_SHORT_SIDE,
     ) -> None:
         torch = _torch()
         if model is None:
-            configured = weights_path or os.environ.get(SYNCNET_SETTING)
+            configured = weights_path
             if not configured:
                 raise SyncNetUnavailable(
                     f"no SyncNet weights configured: set {SYNCNET_SETTING} to the path of "
@@ -338,8 +321,7 @@ class SyncNetScorer:
             path = Path(configured).expanduser()
             if not path.is_file():
                 raise SyncNetUnavailable(
-                    f"SyncNet weights file not found: {path} (from {SYNCNET_SETTING} or the "
-                    "weights_path argument). Copy syncnet_v2.model there, or point "
+                    f"SyncNet weights file not found: {path} (from {SYNCNET_SETTING}). Copy syncnet_v2.model there, or point "
                     f"{SYNCNET_SETTING} at it; weights are never downloaded at run time."
                 )
             model = build_model()
@@ -352,22 +334,13 @@ class SyncNetScorer:
         self.batch_size = batch_size
         self.short_side = short_side
         self._torch_mod = torch
-        self._calibration = calibration
-        self._calibration_path = calibration_path
-        self._calibration_error: str | None = None
-        self._tracker: MeshTracker | None = None
-        self._lock = threading.Lock()
+        self.calibrator = Calibrator(self.name, calibration, calibration_path)
+        self._mesh = OwnedTracker(refine=False)  # the face box needs no refined lips
 
     def settings(self) -> dict[str, Any]:
         """What shapes the raw metrics: stored with a calibration as its provenance."""
         return {"weights": self.weights, "vshift": VSHIFT, "crop": CROP, "crop_scale": CROP_SCALE,
                 "decode_short_side": self.short_side, "face_tracker": "mediapipe face mesh"}
-
-    def _mesh(self) -> MeshTracker:
-        with self._lock:
-            if self._tracker is None:
-                self._tracker = MeshTracker()
-            return self._tracker
 
     # -- embeddings
 
@@ -401,7 +374,7 @@ class SyncNetScorer:
     # -- the CalibratableScorer interface
 
     def prepare(self, video: Path, max_frames: int | None = None) -> FaceCrops:
-        crops = face_crops(Path(video), self._mesh(), short_side=self.short_side, max_frames=max_frames)
+        crops = face_crops(Path(video), self._mesh.get(), short_side=self.short_side, max_frames=max_frames)
         self._embed_lips(crops)
         return crops
 
@@ -454,6 +427,7 @@ class SyncNetScorer:
         per = int(result.window_s * FPS)
         result.window_starts_s = [(start + w) / FPS for w in range(0, usable, per)]
         result.window_values = [float(frame_conf[w : w + per].mean()) for w in range(0, usable, per)]
+        result.sync_windows = _windows(dists, start, usable)
         result.notes.append(f"syncnet_python prints the offset as {VSHIFT - k:+d} (opposite sign)")
         result.timings_s["measure"] = time.perf_counter() - t0
         return result
@@ -461,24 +435,8 @@ class SyncNetScorer:
     # -- calibration and the public entry point
 
     def apply_calibration(self, result: LipSyncResult) -> LipSyncResult:
-        from qc.calibration import CalibrationError, apply, load_calibration
-
-        if not result.measured:
-            return result
-        if self._calibration is False:
-            result.score_reason = "calibration disabled"
-            return result
-        if self._calibration is None and self._calibration_error is None:
-            try:
-                self._calibration = load_calibration(self.name, self._calibration_path)
-            except CalibrationError as exc:
-                self._calibration_error = str(exc)
-        if self._calibration is None:
-            result.score_reason = self._calibration_error
-            return result
-        result.score = apply(self._calibration, result.features())
-        result.calibration = self._calibration.label
-        return result
+        """Fill in `score` (and its reason) from the calibration, for the clip and each window."""
+        return self.calibrator.apply(result)
 
     def score(self, video: Path, audio: Path | None = None) -> LipSyncResult:
         t0 = time.perf_counter()
@@ -490,13 +448,15 @@ class SyncNetScorer:
         return self.apply_calibration(result)
 
     def close(self) -> None:
-        with self._lock:
-            if self._tracker is not None:
-                self._tracker.close()
-                self._tracker = None
+        self._mesh.close()
 
 
 __all__ = [
-    "SYNCNET_SETTING", "SyncNetScorer", "SyncNetUnavailable", "build_model", "load_weights", "mfcc",
-    "face_crops", "offset_distances",
+    "SYNCNET_SETTING",
+    "SyncNetScorer",
+    "SyncNetUnavailable",
+    "build_model",
+    "face_crops",
+    "load_weights",
+    "offset_distances",
 ]  # fmt: skip

@@ -8,81 +8,47 @@ video, and is the sound neither silent nor clipped. Each check returns a `CheckR
 value, a human-readable threshold, a verdict ("pass", "warn", "fail") and a one-sentence reason.
 The gate (`qc.gate`) turns the list into a decision.
 
-How it stays fast (the target is well above 8 s of video per wall second on 2 cores):
-- the file is probed once (`inference.verify.probe_video`);
-- the picture is decoded once by one ffmpeg process into a raw YUV pipe at a low resolution
-  (short side 256 px) and a fixed 25 fps grid; Python reads it frame by frame while ffmpeg keeps
-  decoding, so decoding and analysis overlap on the two cores. Every frame feeds the cheap
-  black/frozen statistics; every 5th (5 fps) also goes to face detection, identity and colour;
-- the soundtrack is decoded by `tasks.audio.load_pcm` in a thread at the same time;
-- face detection uses MediaPipe's bundled BlazeFace only (no face mesh): its eye and mouth
-  keypoints are enough to align a face crop, and the mesh would cost about 4x more per frame.
+How it stays fast: the checks read QC's one pass over the video (`qc.scan`): one ffprobe, then
+one ffmpeg process decodes the picture onto the 25 fps grid (short side 360 px) and the
+soundtrack at its own rate; every frame feeds the black/frozen statistics, every 5th (5 fps)
+gives a face sample from the face track (MediaPipe's face mesh, the same track the lip-sync
+scorer reads: `qc.checks.check_video` runs both on one pass). The identity and colour features
+are described in `qc.identity`.
 
-Identity without a face-recognition model. No identity embedding runs offline here (MediaPipe
-bundles detectors, not recognisers), so identity is a cheap proxy: each face is aligned on its
-eyes and mouth into a 96 px crop and compared with the reference portrait's crop by three cues,
-0.4 x the cosine of their HOG descriptors (edge structure: eyes, brows, nose, jaw line) + 0.3 x
-the normalised cross-correlation of the blurred grey faces (proportions, shading) + 0.3 x the
-Bhattacharyya coefficient of their hue/saturation histograms (skin and hair colour). The eye
-and mouth keypoints come from a second detection on a square around the face (see `find_face`):
-on a whole wide frame they can be a few pixels off, enough to make one person look like two.
-Measured on the nine real clips in ../shared/media/video (worst 1 s window, each clip against
-its own first frame and against every other clip's first frame): the clips score 0.76-0.95
-against themselves (the lowest is the most expressive speaker); a different person scores
-0.20-0.74: below 0.65 in 57 of the 72 pairs and 0.65-0.74 in the other 15. So the proxy fails a
-face that turns into somebody else or melts into a generic face (below 0.65) and sends
-look-alikes to a person (warn below 0.75); the margin between the most expressive real speaker
-and the closest stranger is small, so it is a tripwire, not a face recogniser. CPU-engine videos
-made from four real portraits score 0.93-0.97 against the original photo (ΔE ≤ 1.7) and
-0.93-0.98 against the 512x512 crop the engine was given (ΔE ≤ 0.8): either works as reference.
+Identity, measured on the nine real clips in ../shared/media/video (`benchmarks/qc_identity.py`:
+worst 1 s window, each clip against its own first frame and against every other clip's first
+frame): the clips score 0.81-0.96 against themselves (the lowest is the most expressive
+speaker); a different person scores 0.22-0.77: below 0.67 in 57 of the 72 pairs and 0.67-0.77 in
+the other 15. So the proxy fails a face that turns into somebody else or melts into a generic
+face (below 0.67) and sends look-alikes to a person (warn below 0.78); the margin between the
+most expressive real speaker and the closest stranger is small, so it is a tripwire, not a face
+recogniser. (With BlazeFace's eye keypoints instead of the face mesh's irises, the same study
+gave 0.76-0.95 and 0.20-0.74, and the thresholds were 0.65 and 0.75.)
 
-Colour is the mean CIELAB colour of the central face region (forehead to nose, between the
-cheeks: no mouth interior, no background) compared with the reference portrait's, as ΔE*ab
-(CIE76). Against their own first frame, the real clips drift by at most 2.5 over their length
+Colour: against their own first frame, the real clips drift by at most 2.5 ΔE over their length
 (4.0 for the full-body phone videos, whose small faces move through changing light); a 10-15 %
-colour cast gives 6-13. Frames are converted to RGB with the BT.601 matrix after
-ffmpeg has converted any tagged matrix (BT.709 phone video) to it, so the colours match what
-ffmpeg itself shows.
+colour cast gives 6-13.
 """
 
 from __future__ import annotations
 
 import math
-import os
-import signal
-import subprocess
-import tempfile
-import threading
-import time
-from collections.abc import Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import cv2
 import numpy as np
 
-from inference.engine import Failure, FailureKind
-from inference.verify import FPS, VideoInfo, probe_video
-from tasks.audio import AudioError, find_speech, load_pcm, measure_loudness, measure_true_peak_db
-from tasks.face import DetectedFace, FaceDetector, FaceError, MediaPipeDetector, load_portrait
-
-VERDICTS = ("pass", "warn", "fail")
-
-# Analysis geometry: frames are decoded with their short side at this many pixels (never
-# upscaled). 256 px keeps a head-and-shoulders face at 90-130 px and a full-body phone video's
-# face at 60-70 px: enough for the detector and a 96 px identity crop, cheap to move and scan.
-ANALYSIS_SHORT_SIDE = 256
-FACE_SAMPLE_FPS = 5.0  # face, identity and colour are measured on 5 frames per second
-ALIGNED_PX = 96  # side of the eye-and-mouth-aligned face crop used for identity and colour
-BLOCK_PX = 16  # frozen detection compares 16x16-pixel blocks (at analysis resolution)
-# Identity mix (see the module docstring). Each cue alone confuses pairs of the real clips
-# that another cue tells apart; the weights were chosen on those clips.
-HOG_WEIGHT = 0.4  # edge structure: eyes, brows, nose, jaw line
-NCC_WEIGHT = 0.3  # the blurred grey face itself: proportions and shading
-HIST_WEIGHT = 0.3  # skin and hair colour
-DETECT_MAX_SIDE = 1280  # the reference portrait is shrunk to this before detection
+from avatarflow import media
+from qc.decode import DECODE_SHORT_SIDE, FPS, DecodeError, probe_video
+from qc.facetrack import MeshTracker
+from qc.identity import FaceSample, reference_face, similarity
+from qc.picture import FACE_SAMPLE_FPS, PictureScan, PictureStats
+from qc.scan import Scan, scan_video
+from qc.verdicts import CheckResult, summarise, worst_verdict
+from tasks.audio import find_speech, measure_loudness, measure_true_peak_db
+from tasks.face_detectors import default_detector
+from tasks.face_types import FaceDetector
 
 
 @dataclass(frozen=True)
@@ -114,8 +80,8 @@ class Thresholds:
     face_pass: float = 0.95
     face_warn: float = 0.80
     # Identity proxy (see module docstring): the worst 1 s window's median similarity.
-    identity_warn: float = 0.75
-    identity_fail: float = 0.65
+    identity_warn: float = 0.78
+    identity_fail: float = 0.67
     # Colour drift of the face region, worst 1 s window's median ΔE*ab against the reference.
     # ΔE 5 is a cast a viewer notices side by side; 10 an obviously different colour.
     colour_warn_delta_e: float = 5.0
@@ -133,48 +99,6 @@ class Thresholds:
     clip_warn_fraction: float = 5e-4
     clip_fail_fraction: float = 5e-3
     true_peak_warn_db: float = 0.0  # inter-sample overs distort on playback
-
-
-@dataclass
-class CheckResult:
-    """One check's outcome, written for the reviewer who reads it."""
-
-    name: str
-    value: Any  # the measurement (number, string or None when it could not be measured)
-    threshold: str  # human-readable, e.g. "≥ 0.95 (warn ≥ 0.80)"
-    verdict: str  # "pass" | "warn" | "fail"
-    reason: str  # one sentence
-    details: dict[str, Any] = field(default_factory=dict)  # where, per-window values, ...
-
-    def __post_init__(self) -> None:
-        if self.verdict not in VERDICTS:
-            raise ValueError(f"verdict must be one of {VERDICTS}, not {self.verdict!r}")
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable (non-finite numbers become None)."""
-        return _plain(asdict(self))
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> CheckResult:
-        return cls(
-            name=data["name"], value=data.get("value"), threshold=data.get("threshold", ""),
-            verdict=data["verdict"], reason=data.get("reason", ""),
-            details=dict(data.get("details") or {}),
-        )
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        return round(float(value), 4) if math.isfinite(float(value)) else None
-    if isinstance(value, np.bool_):
-        return bool(value)
-    return value
 
 
 def _grade_high(value: float, pass_at: float, warn_at: float) -> str:
@@ -196,309 +120,6 @@ def _spans(spans: Sequence[tuple[float, float]], limit: int = 3) -> str:
     return text + (f" and {len(spans) - limit} more" if len(spans) > limit else "")
 
 
-# --------------------------------------------------------------------------- the detector
-
-_DETECTOR: MediaPipeDetector | None = None
-_DETECTOR_LOCK = threading.Lock()
-
-
-def qc_detector() -> MediaPipeDetector:
-    """One BlazeFace-only MediaPipe detector per process (no mesh refinement: 4x cheaper)."""
-    global _DETECTOR
-    with _DETECTOR_LOCK:
-        if _DETECTOR is None:
-            _DETECTOR = MediaPipeDetector(max_refined=0)
-        return _DETECTOR
-
-
-def _main_face(faces: list[DetectedFace]) -> DetectedFace | None:
-    """The largest face: the generator animates one person, shown large."""
-    usable = [f for f in faces if {"right_eye", "left_eye"} <= f.landmarks.keys()]
-    if not usable:
-        return None
-    return max(usable, key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))
-
-
-def _shifted(face: DetectedFace, dx: float, dy: float) -> DetectedFace:
-    x0, y0, x1, y1 = face.box
-    return DetectedFace(
-        box=(x0 + dx, y0 + dy, x1 + dx, y1 + dy),
-        score=face.score,
-        landmarks={n: (x + dx, y + dy) for n, (x, y) in face.landmarks.items()},
-    )
-
-
-def find_face(
-    detector: FaceDetector, rgb: np.ndarray, near: tuple[float, float, float, float] | None = None
-) -> DetectedFace | None:
-    """The main face with precise keypoints: detected on a square crop around the face.
-
-    BlazeFace looks at the whole image through a 128 px input, so a face that fills a fifth of a
-    wide frame gets eye and mouth keypoints a few pixels off, which is enough to misalign the
-    identity crop (a tilted head reads as a different face). Detecting again on a square about
-    twice the face's size fixes that. `near` is where the face was in the previous sampled frame:
-    the crop around it is tried first, so a tracked face costs one detection, not two.
-    """
-    h, w = rgb.shape[:2]
-
-    def around(box: tuple[float, float, float, float]) -> DetectedFace | None:
-        cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
-        half = 1.1 * max(box[2] - box[0], box[3] - box[1])
-        x0, y0 = int(max(0, cx - half)), int(max(0, cy - half))
-        x1, y1 = int(min(w, cx + half)), int(min(h, cy + half))
-        if x1 - x0 < 16 or y1 - y0 < 16:
-            return None
-        face = _main_face(detector.detect(np.ascontiguousarray(rgb[y0:y1, x0:x1])))
-        return None if face is None else _shifted(face, x0, y0)
-
-    if near is not None:
-        face = around(near)
-        if face is not None:
-            return face
-    face = _main_face(detector.detect(rgb))
-    if face is None:
-        return None
-    side = max(face.box[2] - face.box[0], face.box[3] - face.box[1])
-    if side >= 0.45 * min(h, w):
-        return face  # already large in the detector's input: its keypoints are as good as it gets
-    return around(face.box) or face
-
-
-# --------------------------------------------------------------------------- face features
-
-
-@dataclass
-class FaceSample:
-    """What one sampled frame's face contributes to identity and colour."""
-
-    t: float
-    width_px: float
-    hog: np.ndarray
-    grey: np.ndarray
-    hist: np.ndarray
-    lab: np.ndarray
-
-
-def _similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """Least-squares rotation + uniform scale + shift taking `src` points onto `dst` (2x3).
-
-    A similarity keeps the face's own proportions, which are part of who it is; an affine fit
-    would squeeze every face into the same shape. (OpenCV's estimateAffinePartial2D is RANSAC,
-    which with three points may drop one as an "outlier".)
-    """
-    src, dst = src.astype(np.float64), dst.astype(np.float64)
-    src_mean, dst_mean = src.mean(axis=0), dst.mean(axis=0)
-    a = (src - src_mean) @ np.array([1.0, 1j])  # points as complex numbers: dst = z * src + t
-    b = (dst - dst_mean) @ np.array([1.0, 1j])
-    z = (np.conj(a) @ b) / max(float((np.conj(a) @ a).real), 1e-12)
-    rotation = np.array([[z.real, -z.imag], [z.imag, z.real]])
-    return np.hstack([rotation, (dst_mean - rotation @ src_mean)[:, None]])
-
-
-def _aligned_crop(rgb: np.ndarray, face: DetectedFace) -> np.ndarray:
-    """The face warped so the eyes and mouth land on fixed points of an ALIGNED_PX square."""
-    lm = face.landmarks
-    s = ALIGNED_PX
-    # right_eye is the person's right: on the image's left in a frontal face.
-    src = [lm["right_eye"], lm["left_eye"]]
-    dst = [(0.3 * s, 0.4 * s), (0.7 * s, 0.4 * s)]
-    if "mouth_center" in lm:
-        src.append(lm["mouth_center"])
-        dst.append((0.5 * s, 0.8 * s))
-    matrix = _similarity_transform(np.array(src), np.array(dst))
-    return cv2.warpAffine(rgb, matrix, (s, s), flags=cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_REPLICATE)  # fmt: skip
-
-
-_HOG = cv2.HOGDescriptor((ALIGNED_PX, ALIGNED_PX), (16, 16), (8, 8), (8, 8), 9)
-
-
-def _face_sample(t: float, rgb: np.ndarray, face: DetectedFace) -> FaceSample:
-    crop = _aligned_crop(rgb, face)
-    grey = cv2.equalizeHist(cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY))  # lighting-independent
-    hog = _HOG.compute(grey).ravel().astype(np.float64)
-    hog /= np.linalg.norm(hog) + 1e-12
-    s = ALIGNED_PX
-    # Zero-mean, unit-norm blurred grey face (brow to chin): its dot product is the normalised
-    # cross-correlation, blind to brightness and contrast; the blur forgives small misalignment.
-    plain = cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY).astype(np.float32)
-    blurred = cv2.GaussianBlur(plain, (0, 0), 1.5)
-    grey = blurred[int(0.1 * s) : int(0.95 * s), int(0.1 * s) : int(0.9 * s)].ravel()
-    grey = grey.astype(np.float64)
-    grey -= grey.mean()
-    grey /= np.linalg.norm(grey) + 1e-12
-    hsv = cv2.cvtColor(crop[s // 5 : 4 * s // 5, s // 5 : 4 * s // 5], cv2.COLOR_RGB2HSV)
-    hist = cv2.calcHist([hsv], [0, 1], None, [16, 8], [0, 180, 0, 256]).ravel().astype(np.float64)
-    hist = np.sqrt(hist / max(hist.sum(), 1e-12))  # sqrt: dot product = Bhattacharyya coefficient
-    # Forehead to nose between the cheeks: skin, no mouth interior, no background.
-    region = crop[int(0.2 * s) : int(0.68 * s), int(0.22 * s) : int(0.78 * s)]
-    lab = cv2.cvtColor(region.astype(np.float32) / 255.0, cv2.COLOR_RGB2LAB).reshape(-1, 3)
-    width = float(face.box[2] - face.box[0])
-    return FaceSample(t=t, width_px=width, hog=hog, grey=grey, hist=hist, lab=lab.mean(axis=0))
-
-
-def _similarity(a: FaceSample, b: FaceSample) -> float:
-    return (HOG_WEIGHT * float(a.hog @ b.hog) + NCC_WEIGHT * float(a.grey @ b.grey)
-            + HIST_WEIGHT * float(a.hist @ b.hist))
-
-
-def reference_face(
-    reference_image: Path, detector: FaceDetector, face_width_px: float | None
-) -> FaceSample | str:
-    """The reference portrait's face features, or why there are none.
-
-    The portrait is scaled so its face is as wide as the video's (`face_width_px`): a 400 px
-    photo face and a 100 px video face would otherwise differ in detail, not in identity.
-    """
-    try:
-        rgb, _ = load_portrait(Path(reference_image))
-    except FaceError as exc:
-        return f"the reference portrait cannot be read ({exc.message})"
-    k = min(1.0, DETECT_MAX_SIDE / max(rgb.shape[:2]))
-    if k < 1.0:
-        rgb = cv2.resize(rgb, (round(rgb.shape[1] * k), round(rgb.shape[0] * k)),
-                         interpolation=cv2.INTER_AREA)  # fmt: skip
-    face = find_face(detector, rgb)
-    if face is None:
-        return "no face was found in the reference portrait"
-    width = face.box[2] - face.box[0]
-    if face_width_px and width > face_width_px * 1.1:
-        k = face_width_px / width
-        rgb = cv2.resize(rgb, (max(1, round(rgb.shape[1] * k)), max(1, round(rgb.shape[0] * k))),
-                         interpolation=cv2.INTER_AREA)  # fmt: skip
-        face = DetectedFace(
-            box=tuple(v * k for v in face.box),  # type: ignore[arg-type]
-            score=face.score,
-            landmarks={n: (x * k, y * k) for n, (x, y) in face.landmarks.items()},
-        )
-    return _face_sample(0.0, rgb, face)
-
-
-# --------------------------------------------------------------------------- decoding
-
-
-@dataclass
-class Decoded:
-    """Per-frame statistics and face samples from one pass over the picture."""
-
-    frames: int = 0
-    luma: list[float] = field(default_factory=list)  # mean luma per frame
-    block_diff: list[float] = field(default_factory=list)  # vs the previous frame; inf for frame 0
-    sampled: int = 0  # frames sent to the face detector
-    face_times: list[float] = field(default_factory=list)  # sampled frames with a face
-    missing_times: list[float] = field(default_factory=list)  # sampled frames without one
-    faces: list[FaceSample] = field(default_factory=list)
-    returncode: int | None = None
-    timed_out: bool = False
-    errors: str = ""  # what ffmpeg printed at -v error
-    size: tuple[int, int] = (0, 0)  # analysis width, height
-    seconds: float = 0.0  # wall time of the pass
-
-
-def _analysis_size(width: int, height: int, short_side: int) -> tuple[int, int]:
-    k = min(1.0, short_side / min(width, height))
-    # Even sizes: 4:2:0 chroma has half the luma's width and height.
-    return max(2, round(width * k / 2) * 2), max(2, round(height * k / 2) * 2)
-
-
-_FULL_RANGE = 255.0 / 219.0  # video-range luma steps to 0-255 steps, so thresholds read as RGB
-
-
-def _read_frames(
-    video: Path, size: tuple[int, int], fps: float, timeout_s: float, out: Decoded
-) -> Iterator[np.ndarray]:
-    """I420 frames (H * 3/2, W) on a `fps` grid, from one ffmpeg process with its own time limit.
-
-    YUV 4:2:0, not RGB: half the bytes through the pipe, no colour conversion in ffmpeg, and the
-    black/frozen statistics read the luma plane directly; only the frames sampled for faces are
-    converted to RGB. ffmpeg converts a tagged matrix (BT.709 phone video) to BT.601 on the way,
-    so that conversion (OpenCV's, BT.601) gives the colours a player shows.
-    """
-    w, h = size
-    cmd = ["ffmpeg", "-nostdin", "-hide_banner", "-v", "error", "-i", "file:" + str(video),
-           "-map", "0:v:0", "-vf",
-           f"fps={fps:g},scale={w}:{h}:flags=bilinear:out_color_matrix=bt601:out_range=tv",
-           "-f", "rawvideo", "-pix_fmt", "yuv420p", "pipe:1"]  # fmt: skip
-    frame_bytes = w * h * 3 // 2
-    # stderr goes to a file: a damaged file can print more errors than a pipe buffer holds,
-    # which would block ffmpeg while we block reading its stdout.
-    with tempfile.TemporaryFile() as errors:
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=errors, start_new_session=True)  # fmt: skip
-
-        def kill() -> None:
-            out.timed_out = True
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)  # the whole group: ffmpeg may fork helpers
-            except ProcessLookupError:
-                pass
-
-        timer = threading.Timer(timeout_s, kill)
-        timer.start()
-        try:
-            assert proc.stdout is not None
-            while True:
-                data = proc.stdout.read(frame_bytes)
-                if len(data) < frame_bytes:
-                    break
-                yield np.frombuffer(data, dtype=np.uint8).reshape(h * 3 // 2, w)
-        finally:
-            timer.cancel()
-            if proc.poll() is None and not out.timed_out:
-                # The consumer stopped early (an exception): do not leave ffmpeg running.
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            out.returncode = proc.wait()
-            errors.seek(0)
-            out.errors = errors.read().decode("utf-8", errors="replace").strip()[-600:]
-
-
-def _decode_and_scan(
-    video: Path, info: VideoInfo, *, fps: float, face_fps: float, short_side: int,
-    timeout_s: float, detector: FaceDetector, thresholds: Thresholds,
-) -> Decoded:  # fmt: skip
-    started = time.perf_counter()
-    size = _analysis_size(info.width, info.height, short_side)
-    out = Decoded(size=size)
-    every = max(1, round(fps / face_fps))
-    previous: np.ndarray | None = None
-    last_box: tuple[float, float, float, float] | None = None  # the face in the last sample
-    w, h = size
-    bw, bh = max(1, w // BLOCK_PX), max(1, h // BLOCK_PX)
-    for index, i420 in enumerate(_read_frames(video, size, fps, timeout_s, out)):
-        grey = i420[:h]  # the luma plane, video range 16-235
-        luma = (float(grey.mean()) - 16.0) * _FULL_RANGE
-        out.luma.append(luma)
-        if previous is None:
-            out.block_diff.append(math.inf)
-        else:
-            # Mean absolute change per block (INTER_AREA averages each block), then the largest:
-            # a moving mouth in a still frame is a small area but a large change.
-            diff = cv2.absdiff(grey, previous).astype(np.float32)
-            block = cv2.resize(diff, (bw, bh), interpolation=cv2.INTER_AREA)
-            out.block_diff.append(float(block.max()) * _FULL_RANGE)
-        previous = grey
-        if index % every == 0:
-            out.sampled += 1
-            t = index / fps
-            face = None
-            if luma > thresholds.black_luma:  # a black frame has no face: skip the detector
-                rgb = cv2.cvtColor(i420, cv2.COLOR_YUV2RGB_I420)
-                face = find_face(detector, rgb, near=last_box)
-            if face is None:
-                out.missing_times.append(t)
-                last_box = None
-            else:
-                out.face_times.append(t)
-                out.faces.append(_face_sample(t, rgb, face))
-                last_box = face.box
-    out.frames = len(out.luma)
-    out.seconds = time.perf_counter() - started
-    return out
-
-
 # --------------------------------------------------------------------------- the checks
 
 
@@ -508,51 +129,62 @@ def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
     return list(zip(edges[0::2].tolist(), edges[1::2].tolist(), strict=True))
 
 
-def _check_decodable(decoded: Decoded, timeout_s: float) -> CheckResult:
+def _check_decodable(scan: Scan) -> CheckResult:
     threshold = "ffmpeg decodes every frame without errors"
-    if decoded.timed_out:
-        return CheckResult("decodable", decoded.frames, threshold, "fail",
-                           f"decoding did not finish within {timeout_s:.0f} s "
-                           f"({decoded.frames} frames read); the file may be damaged")  # fmt: skip
-    if decoded.returncode != 0 or decoded.frames == 0:
-        return CheckResult("decodable", decoded.frames, threshold, "fail",
-                           f"ffmpeg could not decode the picture (exit {decoded.returncode}, "
-                           f"{decoded.frames} frames): {decoded.errors or 'no message'}")
-    if decoded.errors:
-        return CheckResult("decodable", decoded.frames, threshold, "warn",
-                           f"all {decoded.frames} frames decoded but ffmpeg reported errors, so "
-                           f"some may be damaged: {decoded.errors[-300:]}")  # fmt: skip
-    details = {"analysis_size": list(decoded.size), "scan_s": round(decoded.seconds, 3)}
-    return CheckResult("decodable", decoded.frames, threshold, "pass",
-                       f"all {decoded.frames} frames decode cleanly", details)  # fmt: skip
+    run = scan.decoding
+    if run.timed_out:
+        return CheckResult("decodable", run.frames_read, threshold, "fail",
+                           f"decoding did not finish within {run.timeout_s:.0f} s "
+                           f"({run.frames_read} frames read); the file may be damaged")  # fmt: skip
+    if run.returncode != 0 or run.frames_read == 0:
+        return CheckResult("decodable", run.frames_read, threshold, "fail",
+                           f"ffmpeg could not decode the picture (exit {run.returncode}, "
+                           f"{run.frames_read} frames): {run.errors or 'no message'}")
+    if run.errors:
+        return CheckResult("decodable", run.frames_read, threshold, "warn",
+                           f"all {run.frames_read} frames decoded but ffmpeg reported errors, so "
+                           f"some may be damaged: {run.errors[-300:]}")  # fmt: skip
+    details = {"analysis_size": list(run.size), "scan_s": round(run.seconds, 3)}
+    return CheckResult("decodable", run.frames_read, threshold, "pass",
+                       f"all {run.frames_read} frames decode cleanly", details)  # fmt: skip
 
 
-def _check_streams(info: VideoInfo) -> list[CheckResult]:
-    video = CheckResult("video_stream", info.video_codec, "present", "pass",
-                        f"{info.video_codec} video, {info.width}x{info.height}")  # fmt: skip
-    if info.audio_codec is None:
+def _size(info: media.MediaInfo) -> tuple[int, int]:
+    assert info.video is not None and info.video.display_size is not None
+    return info.video.display_size  # as a player shows it (a rotated phone video stands upright)
+
+
+def _check_streams(info: media.MediaInfo) -> list[CheckResult]:
+    assert info.video is not None
+    width, height = _size(info)
+    video = CheckResult("video_stream", info.video.codec, "present", "pass",
+                        f"{info.video.codec} video, {width}x{height}")  # fmt: skip
+    if info.audio is None:
         audio = CheckResult("audio_stream", None, "present", "fail",
                             "the file has no audio stream: muxing the speech failed")  # fmt: skip
     else:
-        audio = CheckResult("audio_stream", info.audio_codec, "present", "pass",
-                            f"{info.audio_codec} audio at {info.audio_sample_rate} Hz")  # fmt: skip
+        audio = CheckResult("audio_stream", info.audio.codec, "present", "pass",
+                            f"{info.audio.codec} audio at {info.audio.sample_rate} Hz")  # fmt: skip
     return [video, audio]
 
 
-def _check_fps(info: VideoInfo, fps: float, th: Thresholds) -> CheckResult:
+def _check_fps(info: media.MediaInfo, fps: float, th: Thresholds) -> CheckResult:
+    assert info.video is not None
     threshold = f"{fps:g} fps (± {th.fps_tolerance:g})"
-    value = round(info.fps, 3)
-    if abs(info.fps - fps) <= th.fps_tolerance:
+    actual = info.video.fps or 0.0
+    value = round(actual, 3)
+    if abs(actual - fps) <= th.fps_tolerance:
         return CheckResult("frame_rate", value, threshold, "pass", f"the video runs at {fps:g} fps")
     return CheckResult("frame_rate", value, threshold, "fail",
-                       f"the video runs at {info.fps:.2f} fps on average (variable or wrong frame "
+                       f"the video runs at {actual:.2f} fps on average (variable or wrong frame "
                        f"rate); deliveries must be constant {fps:g} fps")  # fmt: skip
 
 
-def _check_size(info: VideoInfo, expected: tuple[int, int]) -> CheckResult:
-    value = f"{info.width}x{info.height}"
+def _check_size(info: media.MediaInfo, expected: tuple[int, int]) -> CheckResult:
+    width, height = _size(info)
+    value = f"{width}x{height}"
     threshold = f"= {expected[0]}x{expected[1]}"
-    if (info.width, info.height) == tuple(expected):
+    if (width, height) == tuple(expected):
         reason = f"the video is {value} as planned"
         return CheckResult("resolution", value, threshold, "pass", reason)
     reason = f"the video is {value} but {expected[0]}x{expected[1]} was planned"
@@ -560,15 +192,15 @@ def _check_size(info: VideoInfo, expected: tuple[int, int]) -> CheckResult:
 
 
 def _check_duration(
-    info: VideoInfo, decoded: Decoded | None, audio_s: float | None, expected_s: float,
+    file_s: float, picture_s: float | None, audio_s: float | None, expected_s: float,
     fps: float, th: Thresholds,
 ) -> CheckResult:  # fmt: skip
     tolerance = th.duration_tolerance_frames / fps + th.duration_epsilon_s
     frames = th.duration_tolerance_frames
     threshold = f"|video − speech| ≤ {tolerance:.2f} s ({frames:g} frames)"
-    measured = [("the file", info.duration_s)]
-    if decoded is not None and decoded.frames:
-        measured.append(("the picture", decoded.frames / fps))
+    measured = [("the file", file_s)]
+    if picture_s:
+        measured.append(("the picture", picture_s))
     if audio_s is not None:
         measured.append(("the soundtrack", audio_s))
     # Judge by whichever is furthest off: a file of the right length whose picture stops early
@@ -588,7 +220,7 @@ def _check_duration(
                        f"frames) {side} than the speech ({expected_s:.2f} s)", details)  # fmt: skip
 
 
-def _check_black(decoded: Decoded, fps: float, th: Thresholds) -> CheckResult:
+def _check_black(decoded: PictureStats, fps: float, th: Thresholds) -> CheckResult:
     black = np.array(decoded.luma) <= th.black_luma
     spans = [(a / fps, b / fps) for a, b in _runs(black)]
     longest = max((b - a for a, b in spans), default=0.0)
@@ -605,7 +237,7 @@ def _check_black(decoded: Decoded, fps: float, th: Thresholds) -> CheckResult:
     return CheckResult("black_frames", round(longest, 3), threshold, verdict, reason, details)
 
 
-def _check_frozen(decoded: Decoded, fps: float, th: Thresholds) -> CheckResult:
+def _check_frozen(decoded: PictureStats, fps: float, th: Thresholds) -> CheckResult:
     diffs = np.array(decoded.block_diff)
     black = np.array(decoded.luma) <= th.black_luma
     # Frame i repeats frame i-1. Black stretches are reported by the black check, not here.
@@ -627,7 +259,7 @@ def _check_frozen(decoded: Decoded, fps: float, th: Thresholds) -> CheckResult:
     return CheckResult("frozen_frames", round(longest, 3), threshold, verdict, reason, details)
 
 
-def _check_face(decoded: Decoded, th: Thresholds) -> CheckResult:
+def _check_face(decoded: PictureStats, th: Thresholds) -> CheckResult:
     fraction = len(decoded.face_times) / max(decoded.sampled, 1)
     threshold = f"≥ {th.face_pass:.2f} of sampled frames (warn ≥ {th.face_warn:.2f})"
     verdict = _grade_high(fraction, th.face_pass, th.face_warn)
@@ -672,7 +304,7 @@ def _merge(starts: Sequence[float], length: float) -> list[tuple[float, float]]:
 
 
 def _check_identity(
-    decoded: Decoded, ref: FaceSample | str, th: Thresholds
+    decoded: PictureStats, ref: FaceSample | str, th: Thresholds
 ) -> CheckResult:
     threshold = (f"≥ {th.identity_warn:.2f} in every {th.window_s:g} s window "
                  f"(fail < {th.identity_fail:.2f})")  # fmt: skip
@@ -682,7 +314,7 @@ def _check_identity(
     if not decoded.faces:
         return CheckResult("identity", None, threshold, "fail",
                            "identity not measurable: no face in any sampled frame")  # fmt: skip
-    sims = [_similarity(ref, f) for f in decoded.faces]
+    sims = [similarity(ref, f) for f in decoded.faces]
     windows = _windows([f.t for f in decoded.faces], sims, th.window_s)
     start, worst = min(windows, key=lambda w: w[1])
     verdict = _grade_high(worst, th.identity_warn, th.identity_fail)
@@ -699,7 +331,7 @@ def _check_identity(
     return CheckResult("identity", round(worst, 4), threshold, verdict, reason, details)
 
 
-def _check_colour(decoded: Decoded, ref: FaceSample | str, th: Thresholds) -> CheckResult:
+def _check_colour(decoded: PictureStats, ref: FaceSample | str, th: Thresholds) -> CheckResult:
     threshold = (f"ΔE*ab ≤ {th.colour_warn_delta_e:g} in every {th.window_s:g} s window "
                  f"(fail > {th.colour_fail_delta_e:g})")  # fmt: skip
     if isinstance(ref, str):
@@ -735,20 +367,17 @@ def _check_colour(decoded: Decoded, ref: FaceSample | str, th: Thresholds) -> Ch
     return CheckResult("colour", round(worst, 3), threshold, verdict, reason, details)
 
 
-def _check_audio(
-    video: Path, info: VideoInfo, th: Thresholds, timeout_s: float
-) -> tuple[list[CheckResult], float | None]:
-    """Silence and clipping of the soundtrack (decoded at its own rate), and its length."""
+def _check_audio(scan: Scan, th: Thresholds) -> tuple[list[CheckResult], float | None]:
+    """Silence and clipping of the soundtrack (at its own rate), and its length."""
     level_threshold = (f"≥ {th.loudness_fail_lufs:g} LUFS with speech (warn < "
                        f"{th.loudness_warn_lufs:g} LUFS)")  # fmt: skip
     clip_threshold = (f"< {th.clip_warn_fraction:.2%} of samples ≥ {th.clip_level:g} FS "
                       f"(fail ≥ {th.clip_fail_fraction:.1%}); "
                       f"true peak ≤ {th.true_peak_warn_db:g} dBTP")  # fmt: skip
-    rate = info.audio_sample_rate or 16_000
-    try:
-        x = load_pcm(video, rate, timeout_s=timeout_s)
-    except AudioError as exc:
-        message = f"the soundtrack cannot be decoded: {exc}"
+    x, rate = scan.native, scan.native_rate
+    if scan.decoding.failed or x is None or not rate:
+        why = scan.decoding.failure() or "ffmpeg wrote no samples"
+        message = f"the soundtrack cannot be decoded: {why}"
         return [CheckResult("audio_level", None, level_threshold, "fail", message),
                 CheckResult("audio_clipping", None, clip_threshold, "fail", message)], None
     loudness = measure_loudness(x, rate)
@@ -793,6 +422,48 @@ def _check_audio(
 # --------------------------------------------------------------------------- entry point
 
 
+def pass_limit(info: media.MediaInfo, expected_seconds: float, timeout_s: float | None) -> float:
+    """The time one pass over the video may take: 60 s + 2 s per second of video, unless given."""
+    if timeout_s is not None:
+        return timeout_s
+    return 60.0 + 2.0 * max(float(info.duration_s or 0.0), expected_seconds)
+
+
+def probe_failure(video: Path) -> list[CheckResult] | media.MediaInfo:
+    """The file's streams, or the one failed check that says why there are none to check."""
+    try:
+        return probe_video(video)
+    except DecodeError as exc:
+        name = "video_stream" if exc.code == "no_video" else "decodable"
+        return [CheckResult(name, None, "a readable video file", "fail", str(exc))]
+
+
+def evaluate(
+    scan: Scan, picture: PictureStats, *, expected_seconds: float,
+    expected_size: tuple[int, int] | None, reference_image: Path | None, fps: float = FPS,
+    thresholds: Thresholds = Thresholds(), detector: FaceDetector | None = None,
+) -> list[CheckResult]:  # fmt: skip
+    """Every technical check of one pass over a video, in a fixed order (see `run_checks`)."""
+    th = thresholds
+    info = scan.info
+    results = [_check_decodable(scan), *_check_streams(info), _check_fps(info, fps, th)]
+    if expected_size is not None:
+        results.append(_check_size(info, expected_size))
+    audio_results, audio_s = _check_audio(scan, th) if info.audio is not None else ([], None)
+    results.append(_check_duration(float(info.duration_s or 0.0), picture.frames / FPS, audio_s,
+                                   expected_seconds, fps, th))  # fmt: skip
+    if picture.frames:
+        results += [_check_black(picture, FPS, th), _check_frozen(picture, FPS, th),
+                    _check_face(picture, th)]  # fmt: skip
+        if reference_image is not None:
+            eyes = [f.eye_px for f in picture.faces]
+            reference = reference_face(Path(reference_image), detector or default_detector(),
+                                       float(np.median(eyes)) if eyes else None)  # fmt: skip
+            results.append(_check_identity(picture, reference, th))
+            results.append(_check_colour(picture, reference, th))
+    return results + audio_results
+
+
 def run_checks(
     video: Path,
     *,
@@ -803,8 +474,10 @@ def run_checks(
     thresholds: Thresholds = Thresholds(),
     detector: FaceDetector | None = None,
     face_fps: float = FACE_SAMPLE_FPS,
-    short_side: int = ANALYSIS_SHORT_SIDE,
+    short_side: int = DECODE_SHORT_SIDE,
     timeout_s: float | None = None,
+    tracker: MeshTracker | None = None,
+    stride: int | None = None,
 ) -> list[CheckResult]:
     """Every technical check of `video`, in a fixed order.
 
@@ -812,71 +485,39 @@ def run_checks(
     None to skip the resolution check; `reference_image` the portrait the video was made from,
     or None to skip the identity and colour checks. Checks that cannot run because an earlier
     one failed are left out: a file that does not decode returns only the failures that say so.
-    `timeout_s` bounds each decode, picture and sound (default 60 s + 2 s per second of video).
-    `detector` defaults to a shared BlazeFace-only MediaPipe detector; `face_fps` and
-    `short_side` set the face sampling rate and the analysis resolution.
+    `timeout_s` bounds the one decode of picture and sound (default 60 s + 2 s per second of
+    video). `detector` finds the face in the reference portrait (default: `tasks.face`'s shared
+    detector); `tracker` tracks the face in the video (default: a face mesh built for this call:
+    pass a scorer's `tracker()` to reuse one). `face_fps` and `short_side` set the face sampling
+    rate and the decode resolution; `stride` how often the face mesh runs (default: on the
+    sampled frames only, all these checks look at; the lip-sync scorer's pass runs it on every
+    second frame, which moves identity and colour values by a few hundredths). With a lip-sync score as
+    well, use `qc.checks.check_video`: it reads the video once for both.
     """
     video = Path(video)
-    th = thresholds
     if not expected_seconds > 0:
         raise ValueError(f"expected_seconds must be positive, not {expected_seconds}")
-    info = probe_video(video)
-    if isinstance(info, Failure):
-        name = "video_stream" if info.kind == FailureKind.NO_VIDEO_STREAM else "decodable"
-        return [CheckResult(name, None, "a readable video file", "fail", info.message)]
-
-    results = _check_streams(info)
-    results.append(_check_fps(info, fps, th))
-    if expected_size is not None:
-        results.append(_check_size(info, expected_size))
-
-    longest = max(info.duration_s, expected_seconds)
-    limit = timeout_s if timeout_s is not None else 60.0 + 2.0 * longest
-    detector = detector or qc_detector()
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        # The soundtrack is decoded and measured while the picture is scanned.
-        audio: Future[tuple[list[CheckResult], float | None]] | None = None
-        if info.audio_codec is not None:
-            audio = pool.submit(_check_audio, video, info, th, limit)
-        decoded = _decode_and_scan(video, info, fps=fps, face_fps=face_fps, short_side=short_side,
-                                   timeout_s=limit, detector=detector, thresholds=th)  # fmt: skip
-        reference: FaceSample | str | None = None
-        if reference_image is not None:
-            widths = [f.width_px for f in decoded.faces]
-            reference = reference_face(
-                Path(reference_image), detector, float(np.median(widths)) if widths else None
-            )
-        audio_results, audio_s = audio.result() if audio is not None else ([], None)
-
-    decodable = _check_decodable(decoded, limit)
-    results.insert(0, decodable)
-    results.append(_check_duration(info, decoded if decoded.frames else None, audio_s,
-                                   expected_seconds, fps, th))  # fmt: skip
-    if decoded.frames:
-        results += [_check_black(decoded, fps, th), _check_frozen(decoded, fps, th),
-                    _check_face(decoded, th)]  # fmt: skip
-        if reference is not None:
-            results.append(_check_identity(decoded, reference, th))
-            results.append(_check_colour(decoded, reference, th))
-    results += audio_results
-    return results
-
-
-def summarise(results: Sequence[CheckResult]) -> str:
-    """One line per check, for logs and the CLI."""
-    return "\n".join(f"{r.verdict.upper():4} {r.name:15} {r.reason}" for r in results)
-
-
-def worst_verdict(results: Sequence[CheckResult]) -> str:
-    return max((r.verdict for r in results), key=VERDICTS.index, default="pass")
+    info = probe_failure(video)
+    if isinstance(info, list):
+        return info
+    picture = PictureScan(face_fps, thresholds.black_luma)
+    own = tracker is None
+    mesh = MeshTracker() if tracker is None else tracker
+    try:
+        scan = scan_video(video, mesh, info=info, short_side=short_side, stride=stride or picture.every,
+                          consumers=[picture], native=True,
+                          timeout_s=pass_limit(info, expected_seconds, timeout_s))  # fmt: skip
+    finally:
+        if own:
+            mesh.close()
+    return evaluate(scan, picture.stats, expected_seconds=expected_seconds, expected_size=expected_size,
+                    reference_image=reference_image, fps=fps, thresholds=thresholds, detector=detector)
 
 
 __all__ = [
     "CheckResult",
     "Thresholds",
-    "find_face",
-    "qc_detector",
-    "reference_face",
+    "evaluate",
     "run_checks",
     "summarise",
     "worst_verdict",

@@ -92,5 +92,5 @@ def run_actions(actions: DecisionActions, approved: Sequence[int], rejected: int
             actions.approved(approved)
         if rejected is not None:
             actions.rejected(rejected, regenerate)
-    except Exception:  # noqa: BLE001 - the decision is already durable; the schedule is the fallback
+    except Exception:
         log.exception("post-decision action failed for %s / %s", list(approved), rejected)

@@ -15,8 +15,8 @@ from sqlalchemy.orm import Session
 
 from avatarflow.errors import AvatarflowError
 from db.models import Reviewer, utcnow
+from db.review_models import LoginAttempt
 from review.config import ReviewSettings
-from review.models import LoginAttempt
 
 ROLES = ("reviewer", "admin")
 MIN_PASSWORD_LENGTH = 10

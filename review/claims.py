@@ -15,8 +15,8 @@ from sqlalchemy.orm import Session, selectinload
 
 from db.lifecycle import record
 from db.models import Asset, Reviewer, utcnow
+from db.review_models import ReviewClaim
 from db.states import AssetState
-from review.models import ReviewClaim
 
 
 @dataclass(frozen=True)

@@ -12,10 +12,10 @@ from sqlalchemy.orm import Session
 from avatarflow.errors import AvatarflowError
 from db.lifecycle import transition
 from db.models import Asset, GenerationAttempt, Review, Reviewer, utcnow
+from db.review_models import ReviewClaim
 from db.states import AssetState
 from review.claims import actor_name
 from review.config import REJECT_REASONS, ReviewSettings
-from review.models import ReviewClaim
 
 MAX_NOTES = 4000
 MAX_RANGES = 20

@@ -7,14 +7,15 @@ serve any other file.
 
 from __future__ import annotations
 
-import json
-import subprocess
 from functools import lru_cache
 from pathlib import Path
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from avatarflow import media, records
+from avatarflow.errors import AvatarflowError
+from avatarflow.records import Crop
 from db.models import Asset, Rendition
 
 RENDITION_KINDS = ("web", "small", "poster", "thumb")
@@ -35,7 +36,11 @@ def media_file(session: Session, data_root: Path, asset_id: int, kind: str) -> P
         return None
     if kind == "portrait":
         asset = session.get(Asset, asset_id)
-        raw = (asset.details or {}).get("crop_path") if asset is not None else None
+        try:
+            crop = records.read(asset.details, Crop) if asset is not None else None
+        except records.RecordError:
+            crop = None
+        raw = crop.path if crop else None
     else:
         raw = session.scalar(
             select(Rendition.path).where(Rendition.asset_id == asset_id, Rendition.kind == kind)
@@ -72,10 +77,6 @@ def video_duration(path: Path) -> float | None:
 @lru_cache(maxsize=512)
 def _probe_duration(path: str, _mtime_ns: int, _size: int) -> float | None:
     try:
-        out = subprocess.run(
-            ["ffprobe", "-v", "error", "-show_entries", "format=duration", "-of", "json", path],
-            capture_output=True, text=True, timeout=20, check=True,
-        ).stdout
-        return float(json.loads(out)["format"]["duration"])
-    except (OSError, subprocess.SubprocessError, KeyError, ValueError):
+        return media.probe(Path(path), timeout_s=20).duration_s
+    except (media.MediaError, AvatarflowError):
         return None

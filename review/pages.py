@@ -11,12 +11,14 @@ from jinja2 import Environment
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
+from avatarflow import records
+from avatarflow.records import Run
 from db.models import Asset, Batch, Event, Rendition, Review, utcnow
+from db.review_models import ReviewClaim
 from db.states import AssetState
 from review import qcview
 from review.config import REJECT_REASONS, ReviewSettings
 from review.media import media_file, video_duration
-from review.models import ReviewClaim
 from review.queue import WHY_LABELS, Queue, as_text, latest_qc, why_in_review
 
 AUDIT_PAGE = 100
@@ -25,14 +27,23 @@ _RUN_ID = re.compile(r"^[0-9a-fA-F-]{32,36}$")
 
 def flow_run_url(asset: Asset, settings: ReviewSettings) -> str | None:
     """The asset's Prefect flow run, from what the pipeline recorded; only http(s) links are shown."""
-    details = asset.details or {}
-    url = details.get("flow_run_url")
+    try:
+        run = records.read(asset.details, Run)
+    except records.RecordError:
+        return None
+    url, run_id = (run.flow_run_url, run.flow_run_id) if run else (None, None)
     if isinstance(url, str) and url.startswith(("http://", "https://")):
         return url
-    run_id = details.get("flow_run_id")
     if isinstance(run_id, str) and _RUN_ID.match(run_id):
         return f"{settings.prefect_ui_url.rstrip('/')}/runs/flow-run/{run_id}"
     return None
+
+
+def _warnings(asset: Asset) -> list[str]:
+    try:
+        return records.warnings(asset.details)
+    except records.RecordError:
+        return []
 
 
 def label(asset: Asset) -> str:
@@ -107,7 +118,7 @@ def asset_context(session: Session, asset: Asset, settings: ReviewSettings) -> d
                     for r in asset.reviews],
         "events": events, "flow_run_url": flow_run_url(asset, settings),
         "decidable": asset.state == AssetState.REVIEW_PENDING.value,
-        "warnings": [w for w in (asset.details or {}).get("warnings", []) if isinstance(w, str)],
+        "warnings": _warnings(asset),
     }
 
 

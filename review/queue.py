@@ -11,9 +11,9 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
 from db.models import Asset, QCResult
+from db.review_models import ReviewClaim
 from db.states import AssetState
 from review.claims import active_claims
-from review.models import ReviewClaim
 
 # Why an asset waits for review, in the order the queue shows the labels.
 WHY_LABELS: dict[str, str] = {

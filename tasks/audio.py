@@ -9,7 +9,6 @@ database. Every ffmpeg/ffprobe call runs with its own timeout in its own process
 
 from __future__ import annotations
 
-import json
 import math
 import wave
 from dataclasses import asdict, dataclass, field
@@ -20,8 +19,9 @@ import numpy as np
 import scipy.signal as sps
 from scipy import ndimage
 
+from avatarflow import media
 from avatarflow.errors import AvatarflowError
-from tasks.ffmpeg import ff_input, run_tool, stderr_tail
+from avatarflow.media import ff_input, run_tool, stderr_tail
 from avatarflow.storage import atomic_path, safe_name
 
 GENERATOR_SAMPLE_RATE = 16_000
@@ -164,54 +164,41 @@ def _run(cmd: list[str], *, timeout_s: float, path: Path, what: str) -> tuple[by
 def probe_audio(path: Path, *, timeout_s: float = PROBE_TIMEOUT_S) -> AudioInfo:
     """Describe the first audio stream of `path`; AudioError if it has none or is unreadable."""
     path = Path(path)
-    if not path.is_file():
-        raise AudioError(
-            "unreadable_audio", f"{path}: no such file; check the path in the manifest"
-        )
-    if path.stat().st_size == 0:
-        raise AudioError("unreadable_audio", f"{path.name} is empty (0 bytes); re-send the file")
-    cmd = ["ffprobe", "-v", "error", "-print_format", "json", "-show_format", "-show_streams",
-           _ff_input(path)]  # fmt: skip
-    out, err, rc = _run(cmd, timeout_s=timeout_s, path=path, what="ffprobe")
-    if rc != 0:
-        raise AudioError(
-            "unreadable_audio",
-            f"{path.name} cannot be read as media (ffprobe exit {rc}): the file is damaged, "
-            f"truncated or not audio. Re-export or re-send it. ffprobe said: {_tail(err)}",
-        )
     try:
-        data = json.loads(out or b"{}")
-    except json.JSONDecodeError:
-        data = {}
-    streams = data.get("streams") or []
-    fmt = data.get("format") or {}
-    audio = [s for s in streams if s.get("codec_type") == "audio"]
-    if not audio:
-        held = sorted({f"{s.get('codec_type')} ({s.get('codec_name')})" for s in streams})
+        info = media.probe(path, timeout_s=timeout_s)
+    except media.MediaError as exc:
+        raise AudioError(*_AUDIO_PROBE_ERRORS[exc.code](path, exc)) from None
+    stream = info.audio
+    if stream is None:
         raise AudioError(
             "no_audio_stream",
-            f"{path.name} has no audio stream (it holds {', '.join(held) or 'no streams'}): "
+            f"{path.name} has no audio stream (it holds {', '.join(info.kinds()) or 'no streams'}): "
             "it is an image or a video without sound. Send the speech as an audio file "
             "(WAV, FLAC, MP3, M4A) or a video with its soundtrack.",
         )
-    stream = audio[0]
-    sample_rate = int(stream.get("sample_rate") or 0)
-    channels = int(stream.get("channels") or 0)
-    if sample_rate <= 0 or channels <= 0:
+    if not stream.sample_rate or not stream.channels:
         raise AudioError(
             "unreadable_audio",
             f"{path.name}: its audio stream has no usable sample rate or channel count "
-            f"(codec {stream.get('codec_name')}); re-export it as WAV or FLAC.",
+            f"(codec {stream.codec}); re-export it as WAV or FLAC.",
         )
-    duration = stream.get("duration") or fmt.get("duration") or 0.0
     return AudioInfo(
-        codec=str(stream.get("codec_name") or "unknown"),
-        sample_rate=sample_rate,
-        channels=channels,
-        sample_fmt=str(stream.get("sample_fmt") or "unknown"),
-        duration_s=float(duration),
-        container=str(fmt.get("format_name") or "unknown"),
+        codec=stream.codec, sample_rate=stream.sample_rate, channels=stream.channels,
+        sample_fmt=str(stream.sample_fmt or "unknown"),
+        duration_s=float(stream.duration_s or info.duration_s or 0.0), container=info.container,
     )
+
+
+# What each probe failure means for someone who sent speech.
+_AUDIO_PROBE_ERRORS = {
+    "missing": lambda path, exc: ("unreadable_audio", f"{path}: no such file; check the path in the manifest"),
+    "empty": lambda path, exc: ("unreadable_audio", f"{path.name} is empty (0 bytes); re-send the file"),
+    "timeout": lambda path, exc: (
+        "timeout", f"{path.name}: ffprobe did not finish in time; the file may be damaged or unusually "
+                   f"long, or the machine overloaded. Retry, or re-export the audio as WAV. ({exc})"),
+    "unreadable": lambda path, exc: (
+        "unreadable_audio", f"The file is damaged, truncated or not audio: re-export or re-send it. {exc}"),
+}
 
 
 def _decode(path: Path, info: AudioInfo, timeout_s: float) -> tuple[np.ndarray, str]:
@@ -443,12 +430,11 @@ def _fade_edges(x: np.ndarray, sample_rate: int, fade_in: bool, fade_out: bool) 
 
 def _write_wav(path: Path, pcm: np.ndarray, sample_rate: int) -> None:
     """Write mono s16 PCM to `path` atomically."""
-    with atomic_path(path) as tmp:
-        with wave.open(str(tmp), "wb") as out:
-            out.setnchannels(1)
-            out.setsampwidth(2)
-            out.setframerate(sample_rate)
-            out.writeframes(np.asarray(pcm, dtype="<i2").tobytes())
+    with atomic_path(path) as tmp, wave.open(str(tmp), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(sample_rate)
+        out.writeframes(np.asarray(pcm, dtype="<i2").tobytes())
 
 
 def _refuse_plus(path: Path) -> None:

@@ -1,50 +1,40 @@
-"""Which stages an asset still needs, read from the database: the pipeline's plain-function core.
+"""Which assets of a batch can move on now, and the retry policy: plain functions the flow asks.
 
-The batch flow asks this module what to run; every stage function also checks the asset's
-state itself, so running a stage twice (after a crash, or two runs at once) does nothing twice.
+The flow (`flows/batch.py`) holds the stage order; this module only reads the database: the
+assets that are in a state some stage starts from, most urgent first, and the retryable
+failures that may run their stage again.
 """
 
 from __future__ import annotations
 
-import threading
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from db.models import Asset, Rendition
-from db.states import AssetState
+from db.lifecycle import transition
+from db.models import Asset, Event, Rendition
+from db.states import RETRY_ENTRY, TERMINAL, WAITING_FOR_PEOPLE, AssetState
 
 S = AssetState
-STAGES = ("preprocess", "plan", "generate", "join", "qc", "transcode", "route")
-# The stages that follow each state, in order. Segments (children of a split asset) stop at
-# `generated`: their parent joins them and goes through QC as one video.
-FROM_STATE: dict[str, tuple[str, ...]] = {
-    S.SUBMITTED: ("preprocess", "plan", "generate", "qc", "transcode", "route"),
-    S.PREPROCESSED: ("plan", "generate", "qc", "transcode", "route"),
-    S.PLANNED: ("generate", "qc", "transcode", "route"),
-    S.SPLIT: ("join", "qc", "transcode", "route"),
-    S.GENERATED: ("qc", "transcode", "route"),
-    S.QC_PASSED: ("transcode", "route"),
-    S.QC_FAILED: ("route",),
-    S.REVIEW_PENDING: ("transcode",),
-}
-SEGMENT_STAGES = {"preprocess", "plan", "generate"}
+# States the pipeline moves on by itself (review_pending only for its renditions).
+MOVABLE = frozenset({S.SUBMITTED, S.PREPROCESSED, S.PLANNED, S.SPLIT, S.GENERATED, S.QC_PASSED, S.QC_FAILED,
+                     S.REVIEW_PENDING})
+# Segments (children of a split asset) stop at `generated`: their parent joins them.
+SEGMENT_STATES = frozenset({S.SUBMITTED, S.PREPROCESSED, S.PLANNED})
+DONE = frozenset({s.value for s in TERMINAL | WAITING_FOR_PEOPLE} | {S.APPROVED.value, S.FAILED.value})
+RETRY_PREFIX = "retry"
 
 
 @dataclass(frozen=True)
 class Work:
     asset_id: int
     state: str
-    stages: tuple[str, ...]
 
 
 def pending_work(session: Session, batch_id: int) -> list[Work]:
-    """Every asset of the batch that the pipeline can move on now, most urgent first."""
+    """Every asset of the batch that some stage can move on now, most urgent first."""
     assets = session.scalars(
         select(Asset).where(Asset.batch_id == batch_id).order_by(Asset.priority.desc(), Asset.id)
     ).all()
@@ -56,19 +46,17 @@ def pending_work(session: Session, batch_id: int) -> list[Work]:
             children.setdefault(asset.parent_id, []).append(asset)
     work = []
     for asset in assets:
-        stages = FROM_STATE.get(asset.state, ())
-        if asset.parent_id is not None:
-            stages = tuple(s for s in stages if s in SEGMENT_STAGES)
-        if asset.state == S.SPLIT:
+        state = S(asset.state)
+        if state not in MOVABLE or (asset.parent_id is not None and state not in SEGMENT_STATES):
+            continue
+        if state == S.SPLIT:
             segments = children.get(asset.id, [])
-            done = all(c.state == S.GENERATED for c in segments)
-            broken = any(c.state == S.FAILED for c in segments)
-            if not segments or not (done or broken):
-                stages = ()  # the join waits until every segment is generated (or one failed)
-        if asset.state in (S.REVIEW_PENDING, S.QC_PASSED) and asset.id in with_web:
-            stages = tuple(s for s in stages if s != "transcode")
-        if stages:
-            work.append(Work(asset.id, asset.state, stages))
+            if not segments or not (all(c.state == S.GENERATED for c in segments)
+                                    or any(c.state == S.FAILED for c in segments)):
+                continue  # the join waits until every segment is generated (or one failed)
+        if state == S.REVIEW_PENDING and asset.id in with_web:
+            continue  # a video waiting for a person, with its renditions made: nothing to do
+        work.append(Work(asset.id, asset.state))
     return work
 
 
@@ -78,62 +66,34 @@ def batch_counts(session: Session, batch_id: int) -> Counter[str]:
     return Counter(state for (state,) in rows)
 
 
-# Seconds spent inside each stage's own function in this process (the orchestration benchmark
-# subtracts this "work itself" from the wall time).
-WORK_SECONDS: Counter[str] = Counter()
-_work_lock = threading.Lock()
-_cpu_slots: threading.BoundedSemaphore | None = None
-_cpu_lock = threading.Lock()
+def retries_made(session: Session, asset_id: int, stage: str) -> int:
+    """How often the pipeline has re-run `stage` for the asset after a retryable failure."""
+    query = select(func.count(Event.id)).where(
+        Event.asset_id == asset_id, Event.from_state == S.FAILED.value,
+        Event.reason.like(f"{RETRY_PREFIX} % of %: {stage} %"))
+    return int(session.scalar(query) or 0)
 
 
-@contextmanager
-def cpu_slot(workers: int) -> Iterator[None]:
-    """Bound the CPU-heavy stages running at once in this process (the task runner has many threads)."""
-    global _cpu_slots
-    with _cpu_lock:
-        if _cpu_slots is None:
-            _cpu_slots = threading.BoundedSemaphore(max(1, workers))
-    with _cpu_slots:
-        yield
+def retry_failed(session: Session, batch_id: int, *, limit: int, actor: str) -> list[int]:
+    """The policy for retryable failures: each stage is re-run at most `limit` times per asset.
 
-
-def fail_on_error(database, asset_id: int, stage: str, exc: BaseException, *, actor: str) -> str:  # type: ignore[no-untyped-def]
-    """Record an unexpected error on the asset (errors are values); returns the asset's state.
-
-    A bug or a broken installation must not leave the asset silently stuck, nor stop the batch:
-    the asset moves to `failed` with the error, marked retryable, and the batch goes on.
+    A retryable failure (a timeout, a crash, a storage hiccup) goes back to the state its stage
+    starts from (`RETRY_ENTRY`); a failure of the input or the configuration is never retried.
+    Generation is left out: it retries itself, with new seeds, up to max_generation_attempts.
     """
-    from db.lifecycle import transition
-    from db.models import Asset
-    from db.states import allowed
-
-    reason = f"{stage} stage crashed: {type(exc).__name__}: {exc}"[:2000]
-    with database.session() as session:
-        asset = session.get(Asset, asset_id)
-        if asset is None:
-            return "missing"
-        if allowed(asset.state, AssetState.FAILED):
-            transition(session, asset, AssetState.FAILED, actor=actor, reason=reason, failed_stage=stage,
-                       retryable=True, data={"exception": type(exc).__name__})
-        return asset.state
-
-
-def run_stage(stage: str, asset_id: int, work: Callable[[], Any], *, actor: str) -> Any:
-    """Run one stage for one asset; an unexpected exception fails that asset, not the batch."""
-    import logging
-
-    from db.session import shared_database
-    from inference.stage import StageOutcome
-
-    import time
-
-    started = time.perf_counter()
-    try:
-        return work()
-    except Exception as exc:  # noqa: BLE001 - errors are values, see fail_on_error
-        logging.getLogger("avatarflow").exception("%s of asset %s crashed", stage, asset_id)
-        state = fail_on_error(shared_database(), asset_id, stage, exc, actor=actor)
-        return StageOutcome(asset_id, state, f"{type(exc).__name__}: {exc}")
-    finally:
-        with _work_lock:
-            WORK_SECONDS[stage] += time.perf_counter() - started
+    retried = []
+    failed = session.scalars(select(Asset).where(Asset.batch_id == batch_id, Asset.state == S.FAILED.value,
+                                                 Asset.retryable.is_(True))).all()
+    for asset in failed:
+        stage = asset.failed_stage or ""
+        entry = RETRY_ENTRY.get(stage)
+        if entry is None or stage == "generate":
+            continue
+        made = retries_made(session, asset.id, stage)
+        if made >= limit:
+            continue
+        transition(session, asset, entry, actor=actor,
+                   reason=f"{RETRY_PREFIX} {made + 1} of {limit}: {stage} failed with a retryable error: "
+                          f"{(asset.failure_reason or '')[:300]}")
+        retried.append(asset.id)
+    return retried

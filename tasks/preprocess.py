@@ -10,36 +10,31 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
 
-from avatarflow.errors import AvatarflowError
+from avatarflow import records
+from avatarflow.media import wav_samples
+from avatarflow.records import Crop, Speech
 from avatarflow.settings import Settings
 from avatarflow.storage import Storage, atomic_write_bytes, sha256_file
 from db.lifecycle import record, transition
 from db.models import Asset, Event
 from db.session import Database
+from db.stage import StageContext, StageOutcome
 from db.states import AssetState
 from tasks.audio import AudioError, PreparedAudio, prepare_audio, split_at_pauses
-from tasks.face import FaceAlignmentDetector, FaceDetector, FaceError, crop_face, default_detector
+from tasks.face import crop_face
+from tasks.face_detectors import FaceAlignmentDetector, default_detector
+from tasks.face_types import FaceDetector, FaceError
 
 STAGE = "preprocess"
 FACE_VERSION = 1  # bump when crop parameters or code change what a crop looks like
 AUDIO_VERSION = 1
 # Failure codes a retry can fix (a slow disk or a loaded machine), as opposed to bad input.
 RETRYABLE_CODES = {"timeout"}
-
-
-@dataclass(frozen=True)
-class PreprocessOutcome:
-    asset_id: int
-    state: str
-    reason: str | None = None
-    segments: int = 0
-    reused: bool = False
 
 
 def _cache_key(*parts: Any) -> str:
@@ -90,61 +85,71 @@ def child_key(parent_key: str, index: int) -> str:
     return hashlib.sha256(f"{parent_key}:segment:{index}".encode()).hexdigest()
 
 
-def preprocess_asset(
-    database: Database,
-    asset_id: int,
-    settings: Settings,
-    *,
-    actor: str = "preprocess",
-    detector: FaceDetector | None = None,
-) -> PreprocessOutcome:
+def _crop_record(path: Path, face: dict[str, Any], reused: bool) -> Crop:
+    return Crop(path=str(path), source_size=tuple(face["source_size"]), face_box=tuple(face["face_box"]),
+                crop_box=tuple(face["crop_box"]), landmarks={k: tuple(v) for k, v in face.get("landmarks", {}).items()},
+                faces_found=int(face.get("faces_found", 1)), quality=face.get("quality", {}),
+                backend=face.get("backend", ""), warnings=list(face.get("warnings", [])), reused=reused)
+
+
+def _speech_record(path: Path, prepared: dict[str, Any], reused: bool) -> Speech:
+    return Speech(path=str(path), duration_s=float(prepared["duration_s"]), samples=wav_samples(path),
+                  loudness_in_lufs=prepared.get("loudness_in_lufs"), loudness_out_lufs=prepared.get("loudness_out_lufs"),
+                  peak_db=prepared.get("peak_db"), speech_ratio=prepared.get("speech_ratio"),
+                  trimmed_start_s=prepared.get("trimmed_start_s"), trimmed_end_s=prepared.get("trimmed_end_s"),
+                  source=prepared.get("source", {}), warnings=list(prepared.get("warnings", [])), reused=reused)
+
+
+def preprocess_asset(ctx: StageContext, asset_id: int) -> StageOutcome:
     """Crop the face, prepare the speech, split long speech; record everything on the asset.
 
     Bad input is an outcome, not an exception: the asset moves to `failed` with the reason.
     """
+    settings, actor = ctx.settings, ctx.actor
     storage = settings.storage
-    with database.session() as session:
+    with ctx.database.session() as session:
         asset = session.get(Asset, asset_id)
-        if asset is None:
-            raise AvatarflowError(f"asset {asset_id} does not exist")
-        if asset.state != AssetState.SUBMITTED:
-            return PreprocessOutcome(asset_id, asset.state, reason="already preprocessed")
+        if asset is None or asset.state != AssetState.SUBMITTED:
+            return StageOutcome.stay(asset_id, STAGE, asset, "already preprocessed")
         image, image_sha, audio, audio_sha, key = (Path(asset.image_path), asset.image_sha256,
                                                    Path(asset.audio_path), asset.audio_sha256, asset.key)
     try:
-        crop_path, face, face_reused = face_crop(image, image_sha, storage, settings, detector or detector_for(settings))
+        detector = ctx.components.detector or detector_for(settings)
+        crop_path, face, face_reused = face_crop(image, image_sha, storage, settings, detector)
         wav_path, prepared, audio_reused = speech(audio, audio_sha, storage, settings)
         segments = []
         if prepared["duration_s"] > settings.audio_max_segment_seconds:
             segments = split_at_pauses(wav_path, storage.asset_dir(key) / "segments",
                                        max_segment_s=settings.audio_max_segment_seconds)
     except (FaceError, AudioError) as exc:
-        with database.session() as session:
+        retryable = exc.code in RETRYABLE_CODES
+        with ctx.database.session() as session:
             asset = session.get(Asset, asset_id)
             transition(session, asset, AssetState.FAILED, actor=actor, reason=str(exc),
-                       failed_stage=STAGE, retryable=exc.code in RETRYABLE_CODES,
-                       data={"code": exc.code})
-        return PreprocessOutcome(asset_id, AssetState.FAILED.value, reason=str(exc))
+                       failed_stage=STAGE, retryable=retryable, data={"code": exc.code})
+        return StageOutcome(asset_id, STAGE, AssetState.FAILED.value, False, str(exc), retryable)
 
-    warnings = [f"face: {w}" for w in face.get("warnings", [])] + [f"audio: {w}" for w in prepared.get("warnings", [])]
-    with database.session() as session:
+    crop = _crop_record(crop_path, face, face_reused)
+    spoken = _speech_record(wav_path, prepared, audio_reused)
+    with ctx.database.session() as session:
         asset = session.get(Asset, asset_id)
-        asset.details = {**asset.details, "face": face, "audio": prepared, "crop_path": str(crop_path),
-                         "speech_path": str(wav_path), "warnings": warnings}
-        for warning in warnings:
+        asset.details = records.write(asset.details, crop, spoken)
+        for warning in records.warnings(asset.details):
             record(session, asset, actor=actor, reason=f"warning: {warning}")
+        reused = face_reused and audio_reused
         if len(segments) <= 1:
             transition(session, asset, AssetState.PREPROCESSED, actor=actor,
-                       reason="face cropped to 512×512, speech at 16 kHz mono",
-                       data={"reused": face_reused and audio_reused})
-            return PreprocessOutcome(asset_id, AssetState.PREPROCESSED.value, reused=face_reused and audio_reused)
+                       reason="face cropped to 512×512, speech at 16 kHz mono", data={"reused": reused})
+            return StageOutcome(asset_id, STAGE, AssetState.PREPROCESSED.value, True, detail={"reused": reused})
         transition(session, asset, AssetState.SPLIT, actor=actor,
-                   reason=f"speech of {prepared['duration_s']:.1f} s split at pauses into {len(segments)} segments")
+                   reason=f"speech of {spoken.duration_s:.1f} s split at pauses into {len(segments)} segments")
         existing = set(session.scalars(select(Asset.key).where(Asset.parent_id == asset.id)))
         for segment in segments:
             ckey = child_key(key, segment.index)
             if ckey in existing:
                 continue
+            part = Speech(path=str(segment.path), duration_s=segment.duration_s, samples=wav_samples(segment.path),
+                          segment=(segment.start_s, segment.end_s), warnings=list(segment.warnings))
             child = Asset(
                 key=ckey, batch_id=asset.batch_id, parent_id=asset.id, segment_index=segment.index,
                 external_id=f"{asset.external_id}#{segment.index}" if asset.external_id else None,
@@ -152,11 +157,7 @@ def preprocess_asset(
                 audio_path=str(segment.path), audio_sha256=sha256_file(segment.path),
                 prompt=asset.prompt, template=asset.template, template_vars=asset.template_vars,
                 preset=asset.preset, priority=asset.priority, tags=asset.tags,
-                state=AssetState.SUBMITTED.value,
-                details={"face": face, "crop_path": str(crop_path), "speech_path": str(segment.path),
-                         "audio": {"duration_s": segment.duration_s, "start_s": segment.start_s,
-                                   "end_s": segment.end_s, "warnings": segment.warnings},
-                         "warnings": warnings + [f"audio: {w}" for w in segment.warnings]},
+                state=AssetState.SUBMITTED.value, details=records.write({}, crop, part),
             )
             session.add(child)
             session.add(Event(asset=child, actor=actor, from_state=None, to_state=AssetState.SUBMITTED.value,
@@ -164,7 +165,7 @@ def preprocess_asset(
                                      f"({segment.start_s:.2f}–{segment.end_s:.2f} s)"))
             session.flush()
             transition(session, child, AssetState.PREPROCESSED, actor=actor, reason="segment of split speech")
-        return PreprocessOutcome(asset_id, AssetState.SPLIT.value, segments=len(segments))
+        return StageOutcome(asset_id, STAGE, AssetState.SPLIT.value, True, detail={"segments": len(segments)})
 
 
 def submitted_ids(database: Database, batch_id: int | None = None) -> list[int]:

@@ -38,8 +38,9 @@ import ffmpeg
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from avatarflow import media
 from avatarflow.errors import AvatarflowError
-from tasks.ffmpeg import ff_input, run_tool, stderr_tail
+from avatarflow.media import ff_input, run_tool, stderr_tail
 from avatarflow.storage import atomic_path, safe_name, sha256_file
 from db.models import Asset, Rendition
 
@@ -182,67 +183,27 @@ class _Deadline:
 
 def probe_media(path: Path, *, timeout_s: float = PROBE_TIMEOUT_S) -> MediaInfo:
     """The first video and audio streams of `path`; TranscodeError when it has no video."""
-    path = Path(path)
-    if not path.is_file() or path.stat().st_size == 0:
-        raise TranscodeError("unreadable", f"{path} is missing or empty")
     try:
-        out, _ = _run(
-            [
-                "ffprobe",
-                "-v",
-                "error",
-                "-print_format",
-                "json",
-                "-show_streams",
-                "-show_format",
-                _ff_input(path),
-            ],
-            timeout_s=timeout_s,
-            what=f"ffprobe {path.name}",
-        )
-    except TranscodeError as exc:
-        if exc.code == "timeout":
-            raise
-        raise TranscodeError("unreadable", f"{path.name} cannot be read as media: {exc}") from None
-    data = json.loads(out or b"{}")
-    streams = data.get("streams") or []
-    video = next(
-        (
-            s
-            for s in streams
-            if s.get("codec_type") == "video"
-            and not (s.get("disposition") or {}).get("attached_pic")
-        ),
-        None,
-    )
-    audio = next((s for s in streams if s.get("codec_type") == "audio"), None)
-    if video is None:
-        raise TranscodeError("no_video_stream", f"{path.name} has no video stream")
-    width, height = int(video["width"]), int(video["height"])
-    if abs(_rotation(video)) in (90, 270):
-        width, height = height, width  # ffmpeg autorotates on decode: what we output is turned
-    num, _, den = str(video.get("avg_frame_rate") or "0/1").partition("/")
-    fps = float(num) / float(den) if den and float(den) else 0.0
-    duration = float((data.get("format") or {}).get("duration") or video.get("duration") or 0.0)
+        info = media.probe(path, timeout_s=timeout_s)
+    except media.MediaError as exc:
+        code = "timeout" if exc.code == "timeout" else "unreadable"
+        raise TranscodeError(code, f"{Path(path).name} cannot be read as media: {exc}") from None
+    video, audio = info.video, info.audio
+    if video is None or video.display_size is None:
+        raise TranscodeError("no_video_stream", f"{Path(path).name} has no video stream")
+    width, height = video.display_size  # ffmpeg autorotates on decode: what we output is turned
     return MediaInfo(
         width=width,
         height=height,
-        duration_s=duration,
-        fps=fps,
-        video_codec=str(video.get("codec_name")),
-        profile=video.get("profile"),
-        pix_fmt=video.get("pix_fmt"),
-        audio_codec=audio.get("codec_name") if audio else None,
-        sample_rate=int(audio["sample_rate"]) if audio and audio.get("sample_rate") else None,
-        channels=int(audio["channels"]) if audio and audio.get("channels") else None,
+        duration_s=info.duration_s or video.duration_s or 0.0,
+        fps=video.fps or 0.0,
+        video_codec=video.codec,
+        profile=video.raw.get("profile"),
+        pix_fmt=video.pix_fmt,
+        audio_codec=audio.codec if audio else None,
+        sample_rate=audio.sample_rate if audio else None,
+        channels=audio.channels if audio else None,
     )
-
-
-def _rotation(stream: dict[str, Any]) -> int:
-    for side in stream.get("side_data_list") or []:
-        if "rotation" in side:
-            return int(float(side["rotation"]))
-    return int(float((stream.get("tags") or {}).get("rotate", 0) or 0))
 
 
 def mp4_top_level_boxes(path: Path) -> list[str]:

@@ -7,7 +7,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from support import PROMPT, add_assets
 
 # Nothing in the tests may reach for a model hub or phone home.
@@ -18,6 +17,20 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 REPO = Path(__file__).resolve().parents[1]
 MEDIA = Path(os.environ.get("AVATARFLOW_TEST_MEDIA", REPO.parent / "shared" / "media"))
 ARTIFACTS = REPO / "test-artifacts"  # screenshots, contact sheets: things a person looks at
+
+# The fast tier: the stage functions with their fakes, the rules and the architecture — no
+# PostgreSQL server, no Prefect, no browser (seconds to a couple of minutes). Everything else is
+# the real-parts tier. scripts/test.sh runs the fast tier first.
+UNIT = ("tests/stages/", "tests/test_architecture.py", "tests/inference/test_output_rules.py",
+        "tests/inference/test_planner.py", "tests/inference/test_validation.py", "tests/db/test_states.py",
+        "tests/qc/test_gate.py", "tests/qc/test_sampling.py")
+
+
+def pytest_collection_modifyitems(config, items):  # type: ignore[no-untyped-def]
+    for item in items:
+        path = Path(str(item.fspath)).relative_to(REPO).as_posix()
+        if path.startswith(UNIT):
+            item.add_marker(pytest.mark.unit)
 
 
 @pytest.fixture(scope="session")

@@ -36,13 +36,16 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from inference import liveavatar  # noqa: E402
-from inference.engine import GenerationRequest, GenerationResult, GpuGang, Progress  # noqa: E402
-from inference.liveavatar import LiveAvatarConfig, LiveAvatarEngine  # noqa: E402
-from inference.output_rules import image_size, wav_samples  # noqa: E402
-from inference.planner import pipeline_rank_memory, single_gpu_memory  # noqa: E402
-from inference.presets import get_preset  # noqa: E402
-from inference.warm_client import WarmWorkerEngine  # noqa: E402
+from avatarflow.media import wav_samples
+from inference import liveavatar_checks, processes
+from inference.engine import GenerationRequest, GenerationResult, GpuGang, Progress
+from inference.liveavatar import LiveAvatarEngine
+from inference.liveavatar_config import LiveAvatarConfig
+from inference.liveavatar_facts import VAE_CHECKPOINT
+from inference.output_rules import image_size
+from inference.planner import pipeline_rank_memory, single_gpu_memory
+from inference.presets import get_preset
+from inference.warm_client import WarmWorkerEngine
 
 GANG = GpuGang("gang0", (0,))
 PIPELINE = GpuGang("gang0-4", (0, 1, 2, 3, 4))  # 4 denoising ranks + 1 decoding rank
@@ -280,8 +283,9 @@ def _kill_worker_after_first_clip(engine: WarmWorkerEngine, killed: dict[str, An
             if worker is None:
                 return
             # The warm_worker.py process under torchrun, as an OOM killer or a crash would take it.
-            child = next((pid for pid in liveavatar._group_members(worker.pid) if pid != worker.pid
-                          and "warm_worker.py" in _cmdline(pid)), None)
+            # torchrun starts its ranks in sessions of their own: look by parent, not by group.
+            child = next((pid for pid in processes.descendants(worker.pid)
+                          if "warm_worker.py" in _cmdline(pid) and "torchrun" not in _cmdline(pid)), None)
             killed.update(pid=child, torchrun=worker.pid, at=time.monotonic())
             if child:
                 os.kill(child, signal.SIGKILL)
@@ -305,7 +309,7 @@ def run_warm_kill(args: argparse.Namespace, name: str, run: Run, emit: Emit) -> 
         request = make_request(args, job, f"{name}-1-killed")
         started = time.monotonic()
         result = engine.generate(request, GANG, _kill_worker_after_first_clip(engine, killed))
-        gone = [pid for pid in (killed.get("pid"), killed.get("torchrun")) if pid and liveavatar.pid_alive(pid)]
+        gone = [pid for pid in (killed.get("pid"), killed.get("torchrun")) if pid and processes.pid_alive(pid)]
         emit(job_record(name, job, request, result, started, job_index=1, killed=killed,
                         processes_left=gone,
                         failed_within_s=round(time.monotonic() - killed["at"], 2) if killed else None))
@@ -321,7 +325,7 @@ def run_warm_kill(args: argparse.Namespace, name: str, run: Run, emit: Emit) -> 
 
 def _rank_pid(launcher: int, local_rank: int) -> int | None:
     """The pid of a torchrun child with LOCAL_RANK=local_rank (from /proc/<pid>/environ)."""
-    for pid in liveavatar._descendants(launcher):
+    for pid in processes.descendants(launcher):
         try:
             environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
         except OSError:
@@ -341,7 +345,7 @@ def run_rank_kill(args: argparse.Namespace, name: str, run: Run, emit: Emit) -> 
     def on_progress(update: Progress) -> None:
         if update.clips_done >= 1 and not killed:
             # The engine's torchrun is a descendant of this process; its rank 1 is a DiT rank.
-            for pid in liveavatar._descendants(os.getpid()):
+            for pid in processes.descendants(os.getpid()):
                 if "torchrun" in _cmdline(pid) and (rank := _rank_pid(pid, 1)):
                     killed.update(pid=rank, torchrun=pid, at=time.monotonic())
                     os.kill(rank, signal.SIGKILL)
@@ -349,7 +353,7 @@ def run_rank_kill(args: argparse.Namespace, name: str, run: Run, emit: Emit) -> 
 
     started = time.monotonic()
     result = engine.generate(request, run.gang, on_progress)
-    left = [pid for pid in liveavatar._descendants(os.getpid()) if "s2v_streaming_interact" in _cmdline(pid)]
+    left = [pid for pid in processes.descendants(os.getpid()) if "s2v_streaming_interact" in _cmdline(pid)]
     emit(job_record(name, job, request, result, started, run.gang, killed=killed, processes_left=left,
                     failed_within_s=round(time.monotonic() - killed["at"], 2) if killed else None))
 
@@ -378,7 +382,7 @@ def run_mixed(args: argparse.Namespace, name: str, run: Run, emit: Emit) -> None
 def run_missing_weights(args: argparse.Namespace, name: str, run: Run, emit: Emit) -> None:
     job = run.jobs[0]
     config = make_config(args)
-    vae = config.ckpt_dir / liveavatar.VAE_CHECKPOINT
+    vae = config.ckpt_dir / VAE_CHECKPOINT
     hidden = vae.with_name(vae.name + ".hidden")
     vae.rename(hidden)
     try:
@@ -387,14 +391,14 @@ def run_missing_weights(args: argparse.Namespace, name: str, run: Run, emit: Emi
         result = LiveAvatarEngine(config).generate(request, GANG)
         emit(job_record(name, job, request, result, started, stage="avatarflow preflight"))
         # The same job with avatarflow's weight check bypassed: what the real loader says, classified.
-        original = liveavatar.check_weights
-        liveavatar.check_weights = lambda _config: []
+        original = liveavatar_checks.check_weights
+        liveavatar_checks.check_weights = lambda _config: []
         try:
             request = make_request(args, job, f"{name}-real-loader")
             started = time.monotonic()
             result = LiveAvatarEngine(config).generate(request, GANG)
         finally:
-            liveavatar.check_weights = original
+            liveavatar_checks.check_weights = original
         emit(job_record(name, job, request, result, started, stage="real loader (preflight bypassed)",
                         program_lines=log_excerpt(request.log_path, ("Error", "error", "VAE"))))
     finally:

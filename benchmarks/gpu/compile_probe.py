@@ -28,7 +28,6 @@ def main() -> int:
     args = parser.parse_args()
     sys.path.insert(0, os.path.abspath(args.liveavatar))
     import torch
-
     from liveavatar.models.wan.wan_2_2.modules.attention import flash_attention
 
     report: dict[str, object] = {

@@ -17,8 +17,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from tasks.audio import prepare_audio  # noqa: E402
-from tasks.face import crop_face  # noqa: E402
+from tasks.audio import prepare_audio
+from tasks.face import crop_face
 
 # (name, source, start s, length s): musetalk_eng.wav is 60 s of one English speaker.
 SPEECH = (("speech_6s.wav", "audio/musetalk_eng.wav", 40.0, 6.3),

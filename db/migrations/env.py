@@ -5,9 +5,9 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine
 
+import db.report_models
+import db.review_models  # noqa: F401  (review_claims, login_attempts)
 from db.models import Base
-import db.report_models  # noqa: F401
-import review.models  # noqa: F401  (review_claims, login_attempts)
 
 config = context.config
 target_metadata = Base.metadata

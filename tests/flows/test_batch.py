@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
+from avatarflow import records
+from avatarflow.records import Crop, Generation, Speech
 from avatarflow.settings import get_settings
 from db.models import Asset, Event, GenerationAttempt, QCResult, Rendition
 from db.session import open_database
@@ -74,7 +76,7 @@ def test_batch_runs_every_stage_and_fails_bad_assets_with_reasons(prefect_harnes
             assert qc and qc[-1].checks and qc[-1].metrics
         segments = session.scalars(select(Asset).where(Asset.parent_id == assets["long"].id)).all()
         assert len(segments) == 2 and {s.state for s in segments} == {"joined"}
-        assert abs(assets["long"].details["audio"]["duration_s"] - 9.6) < 0.6
+        assert abs(records.need(assets["long"].details, Speech, stage="test").duration_s - 9.6) < 0.6
     database.dispose()
 
 
@@ -179,8 +181,8 @@ def test_killed_runs_resume_without_redoing_or_duplicating_work(prefect_server, 
         assert session.scalar(select(func.count(GenerationAttempt.id))) >= 3
         # a kill can leave a temporary file behind, but nothing recorded as done points at one
         for asset in every:
-            for key in ("crop_path", "speech_path", "video_path"):
-                if key in asset.details:
-                    path = Path(asset.details[key])
-                    assert ".partial" not in path.name and path.is_file(), (asset.id, key, path)
+            for kind in (Crop, Speech, Generation):
+                if found := records.read(asset.details, kind):
+                    path = Path(found.video_path if kind is Generation else found.path)
+                    assert ".partial" not in path.name and path.is_file(), (asset.id, kind.key, path)
     database.dispose()

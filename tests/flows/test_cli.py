@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from support import write_manifest
 
 AVATARFLOW = Path(sys.executable).with_name("avatarflow")

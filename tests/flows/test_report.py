@@ -16,12 +16,16 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from avatarflow import records
 from avatarflow.errors import AvatarflowError
+from avatarflow.records import Speech
 from avatarflow.storage import Storage
 from db.models import Asset, Batch, Event, GenerationAttempt, QCResult, Review, Reviewer
 from db.report_models import Report
 from db.session import Database
-from flows.report import (
+from tasks.report.csv_rows import render_csv
+from tasks.report.day import parse_day
+from tasks.report.figures import (
     BACKLOG_STATES,
     BacklogState,
     FailureCount,
@@ -29,13 +33,11 @@ from flows.report import (
     ReviewerThroughput,
     Spread,
     TrendRow,
-    build_report,
-    parse_day,
-    render_csv,
-    render_html,
-    render_markdown,
-    write_report,
 )
+from tasks.report.files import write_report
+from tasks.report.html_page import render_html
+from tasks.report.markdown_page import render_markdown
+from tasks.report.trend import build_report
 
 UTC = dt.UTC
 D = dt.date(2026, 3, 10)
@@ -49,7 +51,7 @@ def at(day: int, hhmm: str) -> dt.datetime:
 
 
 # Each asset: its transitions in order as (to_state, when, event data); from_state is the previous
-# entry's to_state (None for the first). "audio" is the duration preprocessing recorded.
+# entry's to_state (None for the first). "audio" is the duration preprocessing recorded (its Speech record).
 SEED: dict[str, dict] = {
     "a1": {"audio": 90.0, "state": "delivered", "moves": [
         ("submitted", at(-1, "22:00")), ("preprocessed", at(-1, "22:10")), ("planned", at(-1, "22:20")),
@@ -136,7 +138,8 @@ def seed(database: Database) -> None:
                           image_path=f"/in/{name}.jpg", image_sha256="0" * 64,
                           audio_path=f"/in/{name}.wav", audio_sha256="1" * 64, prompt="A person talks.",
                           preset="standard", state=spec["state"], failed_stage=spec.get("failed_stage"),
-                          details={"audio": {"duration_s": spec["audio"]}} if spec["audio"] else {},
+                          details=records.write({}, Speech(path=f"/data/{name}.wav", duration_s=spec["audio"]))
+                          if spec["audio"] else {},
                           created_at=spec["moves"][0][1])
             session.add(asset)
             previous = None

@@ -32,7 +32,9 @@ from inference.cpu_engine import (
 from inference.engine import FailureKind, GenerationRequest, GpuGang, Progress
 from inference.verify import probe_video
 from tasks.audio import load_pcm, prepare_audio
-from tasks.face import crop_face, default_detector, load_portrait
+from tasks.face import crop_face
+from tasks.face_detectors import default_detector
+from tasks.images import load_portrait
 
 FPS = 25
 SR = 16_000

@@ -36,7 +36,16 @@ REAL_TORCHRUN = next((p for p in (Path(sys.executable).parent / "torchrun", shut
                       if p and Path(p).is_file() and Path(p).resolve() != TORCHRUN.resolve()), None)
 
 sys.path.insert(0, str(FAKE.parents[1]))
-from fakes.liveavatar.fake_layout import INDEX, T5, TOKENIZER, VAE, WAV2VEC, make_checkpoint, make_lora, shard_name  # noqa: E402
+from fakes.liveavatar.fake_layout import (
+    INDEX,
+    T5,
+    TOKENIZER,
+    VAE,
+    WAV2VEC,
+    make_checkpoint,
+    make_lora,
+    shard_name,
+)
 
 
 def _load_fake():
@@ -355,7 +364,7 @@ def test_one_gpu_run(tmp_path, ckpt, lora, wide, speech):
                      "complete prepare conditional inputs", "denoising video done", "rank: 0"):
         assert expected in lines
     assert lines.index("complete prepare conditional inputs") < lines.index("denoising video done")
-    assert re.search(r"^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}\] INFO: Finished\.$", done.stdout, re.M)
+    assert re.search(r"^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}\] INFO: Finished\.$", done.stdout, re.MULTILINE)
     assert f"INFO: Saving generated video to {out}" in done.stdout
     assert complete_bars(done.stderr) == 8  # 2 clips x 4 blocks, one 4-step bar each
     assert done.stderr.count("\r  0%|          | 0/4 [00:00<?, ?it/s]") == 8
@@ -643,8 +652,8 @@ def test_pipeline_bars_per_rank_under_tee(tmp_path, ckpt, lora, square, speech):
     only0 = launch(TORCHRUN, 5, "minimal_inference/s2v_streaming_interact.py", argv,
                    launcher_flags=("--tee", "3", "--local-ranks-filter", "0"))
     assert only0.returncode == 0, only0.stderr
-    assert set(re.findall(r"^\[default(\d)\]:", only0.stderr + only0.stdout, re.M)) == {"0"}
-    assert len(re.findall(r"^\[default0\]:  0%\|", only0.stderr, re.M)) == 4
+    assert set(re.findall(r"^\[default(\d)\]:", only0.stderr + only0.stdout, re.MULTILINE)) == {"0"}
+    assert len(re.findall(r"^\[default0\]:  0%\|", only0.stderr, re.MULTILINE)) == 4
 
 
 def test_pipeline_mode_nccl_hang(tmp_path, ckpt, lora, square, speech):

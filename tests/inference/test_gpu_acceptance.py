@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from fakes.liveavatar.fake_layout import make_checkpoint, make_lora
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -52,7 +51,7 @@ def test_the_harness_records_each_job(tmp_path, inputs, monkeypatch):
     records = [json.loads(line) for line in (work / "results.jsonl").read_text().splitlines()]
     preview, preflight, loader, probe = records
     assert preview["ok"] and preview["config"]["num_clip"] == 10
-    assert preview["config"]["output"]["duration_s"] == pytest.approx(19.08, abs=0.3)
+    assert preview["config"]["verified"]["duration_s"] == pytest.approx(19.08, abs=0.3)
     assert preview["planner_gb"] > 40 and preview["metrics"]["clips_done"] == 10
     assert preflight["failure"]["kind"] == "missing_weights" and "Wan2.1_VAE.pth" in preflight["failure"]["message"]
     assert loader["failure"]["kind"] == "missing_weights" and loader["stage"].startswith("real loader")

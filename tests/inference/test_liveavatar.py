@@ -18,31 +18,30 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from fakes.liveavatar.fake_layout import make_checkpoint, make_lora
 
 from avatarflow.errors import ConfigurationError
+from avatarflow.media import wav_samples
 from inference.engine import FailureKind, GenerationRequest, GpuGang, Progress
-from inference.liveavatar import (
-    ENTRY_SCRIPT,
-    ONLINE_DECODE_FLAG,
+from inference.failures import classify_exit
+from inference.liveavatar import LiveAvatarEngine, run_job_process
+from inference.liveavatar_checks import check_request
+from inference.liveavatar_command import build_command
+from inference.liveavatar_config import (
     SETTING_CKPT_DIR,
     SETTING_LORA,
     LiveAvatarConfig,
-    LiveAvatarEngine,
-    NoSamples,
-    PortAllocator,
-    TqdmProgress,
-    build_command,
-    check_request,
-    classify_exit,
     config_from_settings,
-    partial_output_path,
-    pid_alive,
-    run_job_process,
 )
-from inference.output_rules import wav_samples
+from inference.liveavatar_environment import EnvironmentReport
+from inference.liveavatar_facts import ENTRY_SCRIPT, ONLINE_DECODE_FLAG
+from inference.liveavatar_job import partial_output_path
+from inference.ports import PortAllocator
 from inference.presets import get_preset
+from inference.processes import ProcessTree, kill_process_group, kill_survivors, pid_alive
+from inference.progress import TqdmProgress
+from inference.sampling import NoSamples
 from inference.verify import probe_video
-from fakes.liveavatar.fake_layout import make_checkpoint, make_lora
 
 FAKES = Path(__file__).resolve().parents[1] / "fakes" / "liveavatar"
 GANG1 = GpuGang("gang0", (0,))
@@ -101,21 +100,23 @@ def launches(tmp_path: Path) -> list[dict]:
 @pytest.mark.parametrize(
     ("devices", "overrides", "reason"),
     [
-        ((0, 1), {}, "2 GPUs; Live Avatar runs on exactly 1 GPU"),
-        ((0, 1, 2), {}, "2-4 GPUs are not supported"),
-        ((0, 1, 2, 3), {}, "2-4 GPUs are not supported"),
+        ((0, 1), {}, "has 2 GPUs: Live Avatar runs on exactly 1 GPU"),
+        ((0, 1, 2), {}, "2–4 GPUs are not supported"),
+        ((0, 1, 2, 3), {}, "2–4 GPUs are not supported"),
         ((), {}, "has no GPUs"),
         ((0,), {"sample_steps": 3}, "sample_steps=3"),
         ((0, 1, 2, 3, 4), {"sample_steps": 8}, "deadlocks the 5-GPU pipeline"),
         ((0,), {"solver": "dpm++"}, "only 'euler' works"),
         ((0,), {"solver": "unipc"}, "only 'euler' works"),
-        ((0,), {"infer_frames": 32}, "infer_frames=32 is not a multiple of 12"),
-        ((0,), {"infer_frames": 80}, "infer_frames=80 is not a multiple of 12"),
+        ((0,), {"infer_frames": 32}, "infer_frames=32: must be a multiple of 12"),
+        ((0,), {"infer_frames": 80}, "infer_frames=80: must be a multiple of 12"),
         ((0,), {"size": "1280*720"}, "above 720*400"),
         ((0,), {"size": "832*480"}, "above 720*400"),
         ((0,), {"size": "640*360"}, "not one of the valid sizes"),
         ((0,), {"size": "big"}, "not of the form W*H"),
-        ((0,), {"guidance": 5}, "unknown override 'guidance'"),
+        ((0,), {"guidance": 5}, "guidance=5: not a setting avatarflow passes to Live Avatar"),
+        ((0,), {"fp8": True}, "fp8=True: not a setting"),  # the precision is the engine's, not a request's
+        ((0,), {"sample_shift": 5.0}, "--sample_shift is ignored"),  # no one would see the warning
     ],
 )
 def test_refused_before_launch(tmp_path, config, speech, portrait, devices, overrides, reason):
@@ -459,6 +460,18 @@ def test_environment_failures_are_not_retried(tmp_path, config, speech, portrait
         assert "AVATARFLOW_LIVEAVATAR_COMPILE=false" in failure.message
 
 
+def test_compile_with_scalar_capture_fails_in_inductor_and_is_recognised(tmp_path, config, speech, portrait):
+    """The H200 run's second compile failure (TORCHDYNAMO_CAPTURE_SCALAR_OUTPUTS=1): not retried."""
+    request = make_request(tmp_path, speech, portrait)
+    faulty = dataclasses.replace(with_env(config, FAKE_LIVEAVATAR_MODE="compile_unbound",
+                                          TORCHDYNAMO_CAPTURE_SCALAR_OUTPUTS="1"), enable_compile=True)
+    argv, env = build_command(request, GANG1, get_preset("preview"), faulty, 29653)
+    outcome = run_job_process(argv, env, FAKES, request.log_path, 60, 1, TqdmProgress(2))
+    failure = classify_exit(outcome.exit_status, outcome.tail, timed_out=False, timeout_s=60, config=config)
+    assert failure.kind == FailureKind.ENVIRONMENT and not failure.retryable
+    assert "GuardOnDataDependentSymNode" in failure.message and "AVATARFLOW_LIVEAVATAR_COMPILE=false" in failure.message
+
+
 def test_missing_flash_attention_is_refused_before_launch(tmp_path, config, speech, portrait):
     request = make_request(tmp_path, speech, portrait)
     result = LiveAvatarEngine(with_env(config, FAKE_LIVEAVATAR_MODE="flash_attn_missing")).generate(request, GANG1)
@@ -466,15 +479,14 @@ def test_missing_flash_attention_is_refused_before_launch(tmp_path, config, spee
     assert launches(tmp_path) == []
 
 
-def test_compile_on_python_312_is_refused_unless_asked_for(tmp_path, config, speech, portrait, monkeypatch):
-    from inference import liveavatar
-
-    report = liveavatar.EnvironmentReport((3, 12), True)
+def test_compile_on_python_312_is_refused(tmp_path, config, speech, portrait, monkeypatch):
+    report = EnvironmentReport((3, 12), True)
     compile_on = dataclasses.replace(config, enable_compile=True)
     assert "torch.compile fails there" in report.problems(compile_on)[0]
     assert report.problems(dataclasses.replace(compile_on, refuse_broken_compile=False)) == []
-    assert report.problems(compile_on, {"TORCHDYNAMO_CAPTURE_SCALAR_OUTPUTS": "1"}) == []
-    assert liveavatar.EnvironmentReport((3, 10), True).problems(compile_on) == []
+    # Capturing scalar outputs got past dynamo but not inductor on the H200: the refusal says so.
+    assert "TORCHDYNAMO_CAPTURE_SCALAR_OUTPUTS=1 does not help" in report.problems(compile_on)[0]
+    assert EnvironmentReport((3, 10), True).problems(compile_on) == []
 
 
 def test_no_ffmpeg_on_the_jobs_path_is_refused(tmp_path, config, speech, portrait):
@@ -541,7 +553,7 @@ def test_the_output_size_follows_the_portrait(tmp_path, config, speech, media):
     result = LiveAvatarEngine(config).generate(request, GANG1)
     assert result.ok, result.failure
     assert result.config["planned_size"] == [640, 384]  # 688*368 for 16:9 (DESIGN.md)
-    assert result.config["output"]["size"] == [640, 384] and result.config["output"]["size_as_planned"]
+    assert result.config["verified"]["size"] == [640, 384] and result.config["verified"]["size_as_planned"]
 
 
 def test_timeout_kills_the_whole_process_group(tmp_path, config, speech, portrait):
@@ -611,8 +623,6 @@ def test_classification_of_log_texts():
 
 def test_ranks_that_escape_the_process_group_are_killed_too(tmp_path):
     """torchrun starts ranks in sessions of their own and waits 30 s for ones ignoring SIGTERM."""
-    from inference.liveavatar import ProcessTree, kill_process_group, kill_survivors
-
     pidfile = tmp_path / "rank.pid"
     launcher = subprocess.Popen(
         [sys.executable, "-c",
@@ -633,8 +643,6 @@ def test_ranks_that_escape_the_process_group_are_killed_too(tmp_path):
 
 
 def test_ranks_orphaned_by_a_dead_torchrun_are_found_and_killed(tmp_path):
-    from inference.liveavatar import ProcessTree, kill_survivors
-
     pidfile = tmp_path / "rank.pid"
     launcher = subprocess.Popen(
         [sys.executable, "-c",

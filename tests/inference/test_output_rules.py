@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from avatarflow.media import wav_samples
 from inference.output_rules import (
     blocks_per_clip,
     output_size,
@@ -22,7 +23,6 @@ from inference.output_rules import (
     video_frames,
     video_seconds,
     wav2vec_frames,
-    wav_samples,
 )
 
 

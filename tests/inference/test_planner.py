@@ -9,9 +9,8 @@ from typer.testing import CliRunner
 from flows import cli_plan
 from flows.cli_plan import gpus_command, plan_command
 from inference.gpus import GpuInventory, parse_gpu_spec
+from inference.liveavatar_facts import PUBLISHED_ONE_GPU_BF16_GB, PUBLISHED_PIPELINE_RANK_FP8_GB
 from inference.planner import (
-    PUBLISHED_ONE_GPU_BF16_GB,
-    PUBLISHED_PIPELINE_RANK_FP8_GB,
     estimate_speed,
     fsdp_rank_memory,
     kv_cache_bytes,

@@ -95,8 +95,8 @@ def test_the_four_supported_sizes_pass(size):
 def test_two_to_four_gpus_are_refused(count):
     problems = validate("standard", parse_gpu_spec(f"{count}xH100-80GB"))
     problem = only_error(problems, "gpus")
-    assert f"{count} GPUs are not supported" in problem.reason
-    assert "exactly 5" in problem.reason
+    assert problem.value == count and f"gpus={count}" in str(problem)
+    assert "2–4 GPUs are not supported" in problem.reason and "exactly 5" in problem.reason
 
 
 def test_six_gpus_are_refused_and_told_to_split_into_gangs():

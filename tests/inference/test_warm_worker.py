@@ -17,12 +17,15 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from inference.engine import FailureKind, GenerationRequest, GpuGang, Progress
-from inference.liveavatar import LiveAvatarConfig, PortAllocator, partial_output_path, pid_alive
-from inference.output_rules import wav_samples
-from inference.verify import probe_video
 from fakes.liveavatar.fake_layout import make_checkpoint, make_lora
+
+from avatarflow.media import wav_samples
+from inference.engine import FailureKind, GenerationRequest, GpuGang, Progress
+from inference.liveavatar_config import LiveAvatarConfig
+from inference.liveavatar_job import partial_output_path
+from inference.ports import PortAllocator
+from inference.processes import pid_alive
+from inference.verify import probe_video
 from inference.warm_client import WORKER_SCRIPT, WarmWorkerEngine, worker_command
 from inference.warm_worker import classify_exception
 

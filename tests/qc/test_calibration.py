@@ -10,8 +10,16 @@ import pytest
 
 from avatarflow.storage import sha256_file
 from qc.calibration import (
-    CALIBRATION_SETTING, Calibration, CalibrationError, Sample, apply, calibrate, fit,
-    fit_logistic, load_calibration, roc_auc, save_calibration,
+    Calibration,
+    CalibrationError,
+    Sample,
+    apply,
+    calibrate,
+    fit,
+    fit_logistic,
+    load_calibration,
+    roc_auc,
+    save_calibration,
 )  # fmt: skip
 
 
@@ -88,10 +96,14 @@ def test_round_trip_on_real_clips(media, tmp_path, monkeypatch):
     assert data["gate"] == 0.92
     p = apply(loaded, {"near_confidence": 0.25, "near_margin": 0.1})
     assert 0.0 <= p <= 1.0
-    # the setting points the default lookup elsewhere (a file or a folder)
-    monkeypatch.setenv(CALIBRATION_SETTING, str(tmp_path))
+    # the setting points the scorers elsewhere (a file or a folder of <scorer>.json)
     (tmp_path / "landmark-v1.json").write_text(path.read_text())
-    assert load_calibration("landmark-v1").source == str(tmp_path / "landmark-v1.json")
+    from avatarflow.settings import Settings
+    from qc.lipsync import default_scorer
+
+    for configured in (tmp_path, tmp_path / "landmark-v1.json"):
+        scorer = default_scorer(Settings(scorer="landmark", lipsync_calibration=configured))
+        assert scorer.calibrator.calibration().source == str(tmp_path / "landmark-v1.json")
 
 
 def test_load_errors_are_clear(tmp_path):

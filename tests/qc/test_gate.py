@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from qc.gate import GateDecision, decide, next_seed, route
-from qc.technical import CheckResult
+from qc.verdicts import CheckResult
 
 
 def ok(name: str = "duration") -> CheckResult:

@@ -23,21 +23,14 @@ import numpy as np
 import pytest
 
 from qc.calibration import apply, load_calibration
-from qc.lipsync import (
-    FPS, LandmarkSyncScorer, LipSyncResult, LipSyncScorer, band_energies, canonical_correlation,
-    shift_audio,
-)  # fmt: skip
+from qc.decode import FPS
+from qc.lipsync import LandmarkSyncScorer, LipSyncResult, LipSyncScorer
+from qc.speech import band_energies, shift_audio
+from qc.sync_search import canonical_correlation
 
 RANKED = ["retalking_face2", "retalking_face3", "retalking_face4", "retalking_face5",
           "infinitetalk_ref_video", "latentsync_demo1_video"]  # fmt: skip
 WINDOW = 5 * FPS  # the calibration's window
-
-
-@pytest.fixture(scope="module")
-def scorer() -> LandmarkSyncScorer:
-    s = LandmarkSyncScorer()
-    yield s
-    s.close()
 
 
 @pytest.fixture(scope="module")
@@ -66,6 +59,24 @@ def test_protocol_and_result_shape(scorer, tracks):
     data = json.loads(json.dumps(result.to_dict()))  # JSON-serialisable as stored on the asset
     assert data["offset_convention"].startswith("positive: audio late")
     assert set(result.features()) >= {"confidence", "peak", "abs_offset", "near_confidence", "near_margin"}
+
+
+def test_each_analysis_window_is_scored_as_calibration_scores_a_5s_window(scorer, tracks):
+    """The per-window P(in sync) the review chart draws against the gate: every 5 s analysis
+    window (every 2.5 s) gets exactly the features and score the calibration's own measurement
+    of that window gives."""
+    track = tracks["latentsync_demo1_video"]  # 10 s
+    result = scorer.apply_calibration(scorer.measure(track, track.soundtrack))
+    starts = [w.start_s for w in result.sync_windows]
+    assert starts[:3] == [0.0, 2.48, 4.96] and all(w.end_s - w.start_s == pytest.approx(5.0) for w in result.sync_windows)
+    for window in result.sync_windows:
+        a, b = round(window.start_s * FPS), round(window.end_s * FPS)
+        alone = scorer.apply_calibration(scorer.measure(track, track.soundtrack, a, b))
+        assert window.score == pytest.approx(alone.score, abs=1e-12)
+        for name in scorer.calibration_features:
+            assert window.features[name] == pytest.approx(alone.features()[name], abs=1e-12)
+    shifted = scorer.apply_calibration(scorer.measure(track, shift_audio(track.soundtrack, 12)))
+    assert max(w.score for w in shifted.sync_windows) < 0.92  # 480 ms late: no window passes
 
 
 @pytest.mark.parametrize("name", RANKED)
@@ -176,14 +187,19 @@ def test_syncnet_missing_weights_message(tmp_path, monkeypatch):
     with pytest.raises(SyncNetUnavailable) as info:
         SyncNetScorer(missing)
     assert str(missing) in str(info.value) and SYNCNET_SETTING in str(info.value)
-    monkeypatch.delenv(SYNCNET_SETTING, raising=False)
     with pytest.raises(SyncNetUnavailable, match=SYNCNET_SETTING):
         SyncNetScorer()
-    monkeypatch.setenv(SYNCNET_SETTING, str(missing))
-    from qc.lipsync import default_scorer
+    from avatarflow.settings import Settings
+    from qc.lipsync import LandmarkSyncScorer, default_scorer
 
+    # The settings choose the scorer: auto takes SyncNet once its weights are set, and a set but
+    # wrong setting says so rather than silently scoring with the landmark scorer.
     with pytest.raises(SyncNetUnavailable, match="not found"):
-        default_scorer()  # configured but wrong: say so, do not silently fall back
+        default_scorer(Settings(syncnet_weights=missing))
+    with pytest.raises(SyncNetUnavailable, match=SYNCNET_SETTING):
+        default_scorer(Settings(scorer="syncnet"))
+    assert isinstance(default_scorer(Settings(scorer="auto")), LandmarkSyncScorer)
+    assert isinstance(default_scorer(Settings(scorer="landmark", syncnet_weights=missing)), LandmarkSyncScorer)
 
 
 def test_syncnet_without_torch_says_so(tmp_path, monkeypatch):
@@ -209,7 +225,7 @@ def test_syncnet_offset_search_on_known_embeddings():
 
 def test_mfcc_matches_python_speech_features():
     """Reference values computed with python_speech_features 0.6 (mfcc(signal, 16000))."""
-    from qc.syncnet import mfcc
+    from qc.speech import mfcc
 
     t = np.arange(1600) / 16000
     x = np.round(3000 * np.sin(2 * np.pi * 440 * t) + 1000 * np.sin(2 * np.pi * 2500 * t * t * 10))

@@ -16,6 +16,9 @@ from typing import Any
 
 import pytest
 
+from avatarflow import records
+from avatarflow.records import Crop
+
 PASSWORD = "correct horse battery staple"
 CSRF_FIELD = re.compile(r'name="csrf_token" value="([^"]+)"')
 
@@ -120,7 +123,8 @@ def put_in_review(database, data_root: Path, spec: PendingSpec,
             batch = Batch(name=spec.batch, created_by="test")
             session.add(batch)
             session.flush()
-        details = {"crop_path": str(crop)} if crop else {}
+        details = records.write({}, Crop(path=str(crop), source_size=(512, 512), face_box=(0, 0, 1, 1),
+                                         crop_box=(0, 0, 512, 512))) if crop else {}
         asset = Asset(key=key, batch=batch, external_id=spec.name, image_path=str(spec.crop or "/in/x.png"),
                       image_sha256="0" * 64, audio_path="/in/x.wav", audio_sha256="1" * 64,
                       prompt=spec.prompt, preset="standard", priority=spec.priority,
@@ -249,7 +253,7 @@ def free_port() -> int:
 class Server:
     """uvicorn serving the app on 127.0.0.1 in a background thread."""
 
-    def __init__(self, app) -> None:  # noqa: ANN001
+    def __init__(self, app) -> None:
         import uvicorn
 
         self.port = free_port()

@@ -47,17 +47,17 @@ class SlowMedia:
     player opens a new Range request starting there, as it would for a long video in production.
     """
 
-    def __init__(self, app, chunk: int = 16_384, pause_s: float = 0.25) -> None:  # noqa: ANN001
+    def __init__(self, app, chunk: int = 16_384, pause_s: float = 0.25) -> None:
         self.app, self.chunk, self.pause_s = app, chunk, pause_s
 
-    async def __call__(self, scope, receive, send) -> None:  # noqa: ANN001
+    async def __call__(self, scope, receive, send) -> None:
         import asyncio
 
         if scope["type"] != "http" or not scope["path"].endswith(("/web", "/small")):
             await self.app(scope, receive, send)
             return
 
-        async def slow_send(message) -> None:  # noqa: ANN001
+        async def slow_send(message) -> None:
             if message["type"] != "http.response.body" or len(message.get("body", b"")) <= self.chunk:
                 await send(message)
                 return
@@ -104,7 +104,7 @@ def three_in_review(database, tmp_path, media, review_settings, kit):
         metrics={"windows": windows, "offset_frames": 1, "confidence": 5.42, "distance": 7.91,
                  "face_fraction": 1.0},
         checks=checks, prompt="An older man in a studio speaks clearly and warmly to the viewer.",
-        details={"flow_run_id": "3f2b6c1e-9a7d-4c55-8a8e-0d1e2f3a4b5c"})
+        details={"schema": 2, "run": {"flow_run_id": "3f2b6c1e-9a7d-4c55-8a8e-0d1e2f3a4b5c"}})
     sampled = spec(
         "sampled-pass", "retalking_face2.mp4", priority=0, score=0.97, verdict="pass", sampled=True,
         reasons=["sampled 1 in 10"], checks=checks,

@@ -9,7 +9,10 @@ import stat
 import pytest
 from sqlalchemy import func, select
 
-from db.models import Asset, Event, Review, QCResult
+from db.models import Asset, Event, QCResult, Review
+from qc.record import VideoChecks
+from qc.result import LipSyncResult, SyncWindow
+from qc.verdicts import CheckResult
 
 
 def state_of(database, asset_id: int) -> str:
@@ -106,7 +109,7 @@ def test_skip_releases_the_claim_and_opens_another(signed_in, pending, kit):
 
 
 def test_a_claim_expires_after_the_configured_minutes(signed_in, pending, database):
-    from review.models import ReviewClaim
+    from db.review_models import ReviewClaim
 
     asset_id = pending("a")
     alice = signed_in("alice")
@@ -174,9 +177,9 @@ def test_queue_filters_by_batch_and_reason(signed_in, pending, database):
 
 def test_queue_links_each_asset_to_its_flow_run(signed_in, pending, review_settings):
     run = "0b7e9c4e-3d55-4c7a-9f55-2a0d2d7f1c10"
-    pending("by-id", details={"flow_run_id": run})
-    pending("by-url", details={"flow_run_url": "https://prefect.example/runs/flow-run/abc"})
-    pending("bad", details={"flow_run_url": "javascript:alert(1)"})
+    pending("by-id", details={"schema": 2, "run": {"flow_run_id": run}})
+    pending("by-url", details={"schema": 2, "run": {"flow_run_url": "https://prefect.example/runs/flow-run/abc"}})
+    pending("bad", details={"schema": 2, "run": {"flow_run_url": "javascript:alert(1)"}})
     html = signed_in("alice").get("/queue").text
     assert f'href="{review_settings.prefect_ui_url}/runs/flow-run/{run}"' in html
     assert 'href="https://prefect.example/runs/flow-run/abc"' in html
@@ -184,9 +187,15 @@ def test_queue_links_each_asset_to_its_flow_run(signed_in, pending, review_setti
 
 
 def test_asset_page_shows_qc_chart_checks_attempts(signed_in, pending):
+    # The record QC writes (qc.record), with four calibrated 5 s windows, one below the gate.
+    windows = [SyncWindow(i * 2.5, i * 2.5 + 5, 0, {}, p) for i, p in enumerate([0.95, 0.5, 0.97, 0.93])]
+    lip = LipSyncResult(scorer="landmark-v1", video="v.mp4", audio=None, frames=300, duration_s=12.5,
+                        face_fraction=1.0, confidence=6.1, correlation=0.6, distance=None, offset_frames=-2,
+                        score=0.9, calibration="test", sync_windows=windows)
+    frame_rate = CheckResult("frame rate", 25, "25", "pass", "25 fps")
+    record = VideoChecks("v.mp4", lip.scorer, lip, None, [frame_rate]).to_record()
     asset_id = pending("a", verdict="borderline", sampled=False, score=0.9, attempts=2,
-                       metrics={"windows": [0.95, 0.5, 0.97, 0.93], "offset_frames": -2, "confidence": 6.1},
-                       checks=[{"name": "frame rate", "value": 25, "threshold": 25, "verdict": "pass"}])
+                       metrics=record.metrics, checks=record.checks)
     html = signed_in("alice").get(f"/assets/{asset_id}").text
     assert 'id="sync-chart"' in html and html.count('class="pt') == 4 and html.count('class="pt low"') == 1
     assert "offset -2.0 frames" in html and "frame rate" in html and "confidence" in html

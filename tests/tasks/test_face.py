@@ -16,16 +16,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tasks.face import (
-    DetectedFace,
-    FaceAlignmentDetector,
-    FaceCrop,
-    FaceError,
-    MediaPipeDetector,
-    crop_face,
-    load_portrait,
-    make_contact_sheet,
-)
+from tasks.contact_sheet import make_contact_sheet
+from tasks.face import FaceCrop, crop_face
+from tasks.face_detectors import FaceAlignmentDetector, MediaPipeDetector
+from tasks.face_types import DetectedFace, FaceError
+from tasks.images import load_portrait
 
 PORTRAITS = [
     "facerec_obama.jpg",

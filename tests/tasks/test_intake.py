@@ -7,12 +7,12 @@ import shutil
 
 import pytest
 from sqlalchemy import func, select
+from support import PROMPT, write_manifest
 
 from avatarflow.errors import ManifestError
 from db.models import Asset, Batch, Event
 from tasks.intake import read_manifest, submit
 
-from support import PROMPT, write_manifest
 
 @pytest.mark.parametrize("fmt", ["csv", "jsonl", "yaml"])
 def test_twenty_mixed_rows_report_every_bad_row_and_register_the_good_ones(database, mixed, fmt):

@@ -79,6 +79,9 @@ FAKE_LIVEAVATAR_MODE picks an injected failure (all after a successful "load" un
                       compiles for FAKE_LIVEAVATAR_COMPILE_SECONDS (default 1 s), then raises
                       ``UnboundLocalError: cannot access local variable 'v' ...`` through
                       torch/_dynamo and a resume function of attention.py ``flash_attention``.
+                      With TORCHDYNAMO_CAPTURE_SCALAR_OUTPUTS=1 that is avoided and inductor
+                      fails instead, as measured on an H200: ``BackendCompilerFailed`` with
+                      ``GuardOnDataDependentSymNode`` at causal_model_s2v.py's repeat_interleave.
                       With ENABLE_COMPILE=false nothing fails.
 
 Other knobs: FAKE_LIVEAVATAR_STEP_SECONDS (seconds per sampling step of a DiT rank),
@@ -853,6 +856,21 @@ def compile_unbound_error(tpp: bool) -> FakeCrash:
     return FakeCrash(frames, "UnboundLocalError: cannot access local variable 'v' where it is not associated with a value")
 
 
+def compile_guard_error(tpp: bool) -> FakeCrash:
+    """Inductor's failure once dynamo captures scalar outputs (the real lines, from the H200 run)."""
+    inductor = _site("torch/fx/experimental/symbolic_shapes.py")
+    frames = _forward_frames(tpp, sink=False) + [
+        F(_site("torch/_dynamo/eval_frame.py"), 1024, "compile_wrapper", "return fn(*args, **kwargs)"),
+        F(inductor, 7862, "_evaluate_expr", "raise self._make_data_dependent_error("),
+    ]
+    return FakeCrash(frames, (
+        "torch._dynamo.exc.BackendCompilerFailed: backend='inductor' raised:\n"
+        "GuardOnDataDependentSymNode: Could not guard on data-dependent expression u11 >= 0 "
+        "(unhinted: u11 >= 0).  (Size-like symbols: none)\n"
+        "While executing %element_noisy : [num_users=1] = call_method[target=repeat_interleave]"
+        "(args = (%getitem_6, %item_1), kwargs = {dim: 1})"))
+
+
 def oom_error(frames: list) -> FakeCrash:
     return FakeCrash(frames, (
         "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 10.40 GiB. GPU 0 has a total capacity of "
@@ -949,6 +967,8 @@ class Job:
             if COMPILE and COMPILE_SECONDS:
                 time.sleep(COMPILE_SECONDS)
             if COMPILE and MODE == "compile_unbound":
+                if os.environ.get("TORCHDYNAMO_CAPTURE_SCALAR_OUTPUTS") == "1":
+                    raise compile_guard_error(self.tpp)
                 raise compile_unbound_error(self.tpp)
         if STEP_SECONDS:
             time.sleep(STEP_SECONDS)

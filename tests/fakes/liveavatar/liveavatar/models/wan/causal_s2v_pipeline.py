@@ -19,7 +19,7 @@ import torch.distributed as dist
 from ._fake_script import script
 
 
-class tqdm(script.Bar):  # noqa: N801 - the name the real module imports, so the worker can wrap it
+class tqdm(script.Bar):
     """tqdm as the real pipeline uses it (`for i, t in enumerate(tqdm(timesteps))`), printing the
     fake's faithful bars; `format_dict["elapsed"]` as tqdm has it."""
 

@@ -1,4 +1,4 @@
-"""The preprocessing stage as a real Prefect task run inside a flow."""
+"""The preprocessing stage as a real Prefect task run inside a flow (flows/stages.py)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from sqlalchemy import select
 from avatarflow.settings import get_settings
 from db.models import Asset
 from db.session import open_database
+from flows.stages import preprocess as preprocess_task
 from tasks.intake import submit
-from tasks.prefect_tasks import preprocess_task
 
 
 def test_preprocess_task_runs_per_asset_and_records_failures_as_values(prefect_harness, settings_env, media, tmp_path):
@@ -35,3 +35,15 @@ def test_preprocess_task_runs_per_asset_and_records_failures_as_values(prefect_h
         cat = session.get(Asset, ids[1])
         assert cat.failed_stage == "preprocess" and "no" in cat.failure_reason.lower()
     database.dispose()
+
+
+def test_the_batch_flows_thread_pool_is_sized_when_a_run_starts(monkeypatch):
+    """AVATARFLOW_PIPELINE_THREADS is read when the runner starts, not when flows.batch is imported."""
+    from flows.batch import StageThreads, batch_flow
+
+    for threads in ("3", "5"):
+        monkeypatch.setenv("AVATARFLOW_PIPELINE_THREADS", threads)
+        get_settings.cache_clear()
+        with batch_flow.task_runner.duplicate() as runner:
+            assert isinstance(runner, StageThreads) and runner._executor._max_workers == int(threads)
+    get_settings.cache_clear()
