@@ -572,8 +572,10 @@ def test_timeout_kills_the_whole_process_group(tmp_path, config, speech, portrai
 
 
 def test_nccl_hang_is_recognised_after_the_kill(tmp_path, config, speech, portrait):
+    # The time limit leaves room for five rank processes to start on a loaded 2-core machine
+    # (3 s was too little there: the job was killed before any rank reached the collective).
     hang = dataclasses.replace(with_env(config, FAKE_LIVEAVATAR_MODE="nccl_hang"),
-                               timeout_floor_s=3, timeout_per_video_second_s=0, kill_grace_s=1)
+                               timeout_floor_s=10, timeout_per_video_second_s=0, kill_grace_s=1)
     result = LiveAvatarEngine(hang).generate(make_request(tmp_path, speech, portrait), GANG5)
     assert result.failure.kind == FailureKind.NCCL_HANG and result.failure.retryable
     assert "Watchdog caught collective operation timeout" in result.failure.message
