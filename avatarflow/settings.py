@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -96,6 +97,17 @@ class Settings(BaseSettings):
     review_url: str = "http://127.0.0.1:8080"
     sqlite_busy_timeout_ms: int = 30_000
     claim_lease_seconds: int = 15 * 60
+    generation: Literal["flow", "workers"] = Field(
+        default="flow", description="Who generates: the batch flow itself (flow), or long-lived gang workers "
+        "(`avatarflow gang worker`, one per gang) that the flow waits for (workers)")
+    worker_lease_seconds: float = Field(
+        default=60.0, description="A gang worker renews its claim and heartbeat every quarter of this; a "
+        "worker silent for longer is presumed dead and its video goes to another gang")
+    worker_poll_seconds: float = Field(default=2.0, description="How often an idle gang worker looks for work")
+    gpu_wait_seconds: float = Field(
+        default=24 * 3600.0, description="How long a batch flow in workers mode waits for its videos to be generated")
+    gang_host: str = Field(default_factory=socket.gethostname,
+                           description="This host's name in gang slots and worker records (two hosts must differ)")
     stage_retry_limit: int = Field(
         default=2, description="Re-runs of a stage whose failure was retryable (a timeout, a crash), per "
         "asset and stage, before the failure stands; generation has its own max_generation_attempts")

@@ -12,7 +12,9 @@ where it stopped.
 
 from __future__ import annotations
 
+import math
 import queue
+import time
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +35,11 @@ from db.session import shared_database
 from db.stage import StageContext, StageOutcome
 from db.states import AssetState
 from flows.stages import generate, join, plan, preprocess, qc, route, transcode
+from inference.gang_worker import live_workers
 from inference.gangs import configured_gangs, ensure_gang_limits
 from inference.stage import recover_interrupted
 from tasks.intake import submit
-from tasks.pipeline import DONE, Work, batch_counts, pending_work, retry_failed
+from tasks.pipeline import DONE, Work, batch_counts, pending_work, retry_failed, waiting_for_gpus
 
 S = AssetState
 # The pipeline, in order: the table of contents.
@@ -72,31 +75,33 @@ def next_stage(outcome: StageOutcome) -> Any | None:
     return ENTRY.get(outcome.state)
 
 
-def run_round(work: list[Work], gangs: list[Any]) -> int:
-    """Move every asset of `work` as far as its chain goes; returns how many stages ran."""
+def run_round(work: list[Work], gangs: list[Any], *, generate_here: bool = True) -> int:
+    """Move every asset of `work` as far as its chain goes; returns how many stages moved an asset.
+
+    `generate_here=False` (gang workers generate): a chain stops at `planned`, for a worker."""
     done: queue.Queue[tuple[PrefectFuture[StageOutcome], str]] = queue.Queue()
-    ran = 0
+    moved = 0
 
     def submit_stage(stage: Any, asset_id: int, gang_name: str) -> None:
-        nonlocal ran
         kwargs = {"asset_id": asset_id, "gang_name": gang_name if stage is generate else None}
         future = stage.submit(**kwargs)
         future.add_done_callback(lambda f: done.put((f, gang_name)))
-        ran += 1
 
     pending = 0
+    names = [g.name for g in gangs] or [""]
     for i, item in enumerate(work):
-        submit_stage(ENTRY[item.state], item.asset_id, gangs[i % len(gangs)].name)
+        submit_stage(ENTRY[item.state], item.asset_id, names[i % len(names)])
         pending += 1
     while pending:
         future, gang_name = done.get()
         pending -= 1
         outcome = future.result()
+        moved += outcome.advanced
         following = next_stage(outcome)
-        if following is not None:
+        if following is not None and (generate_here or following is not generate):
             submit_stage(following, outcome.asset_id, gang_name)
             pending += 1
-    return ran
+    return moved
 
 
 @flow(name="batch", task_runner=StageThreads(), log_prints=True)
@@ -118,13 +123,23 @@ def batch_flow(manifest: str | None = None, batch: str | None = None) -> Any:
         found = get_batch(session, batch)
         batch_id, batch_name = found.id, found.name
 
+    progress_id = create_progress_artifact(progress=0.0, key=f"batch-{batch_id}-progress",
+                                           description=f"batch {batch_name}: share of assets finished")
+    if settings.generation == "workers":
+        run_beside_gang_workers(ctx, batch_id, progress_id)
+    else:
+        run_generating_here(ctx, batch_id, progress_id)
+    update_progress_artifact(progress_id, _finished_share(ctx, batch_id))
+    return _report(ctx, batch_id, batch_name)
+
+
+def run_generating_here(ctx: StageContext, batch_id: int, progress_id: Any) -> None:
+    """`AVATARFLOW_GENERATION=flow`: this run generates on this host's gangs, in rounds."""
+    logger, settings, database = get_run_logger(), ctx.settings, ctx.database
     gangs = configured_gangs(settings)
     ensure_gang_limits(gangs)
     if recovered := recover_interrupted(ctx, batch_id):
         logger.warning("%d asset(s) were left generating by a run that died; queued again", len(recovered))
-
-    progress_id = create_progress_artifact(progress=0.0, key=f"batch-{batch_id}-progress",
-                                           description=f"batch {batch_name}: share of assets finished")
     for round_number in range(settings.max_generation_attempts + settings.stage_retry_limit + 3):
         with database.session() as session:
             if retried := retry_failed(session, batch_id, limit=settings.stage_retry_limit, actor=ctx.actor):
@@ -135,8 +150,38 @@ def batch_flow(manifest: str | None = None, batch: str | None = None) -> Any:
         logger.info("round %d: %d asset(s) to move on", round_number + 1, len(work))
         run_round(work, gangs)
         update_progress_artifact(progress_id, _finished_share(ctx, batch_id))
-    update_progress_artifact(progress_id, _finished_share(ctx, batch_id))
-    return _report(ctx, batch_id, batch_name)
+
+
+def run_beside_gang_workers(ctx: StageContext, batch_id: int, progress_id: Any) -> None:
+    """`AVATARFLOW_GENERATION=workers`: every stage but generate, while gang workers generate.
+
+    Preprocessing runs ahead of the GPUs, and QC and transcoding of a finished video run while its
+    gang makes the next one: the flow moves whatever can move, then looks again every
+    `AVATARFLOW_WORKER_POLL_SECONDS`, until nothing of the batch waits for a GPU.
+    """
+    logger, settings, database = get_run_logger(), ctx.settings, ctx.database
+    deadline = time.monotonic() + settings.gpu_wait_seconds
+    told = -math.inf
+    while True:
+        with database.session() as session:
+            if retried := retry_failed(session, batch_id, limit=settings.stage_retry_limit, actor=ctx.actor):
+                logger.warning("retrying %d asset(s) whose failure was retryable", len(retried))
+            work = [w for w in pending_work(session, batch_id) if w.state != S.PLANNED]
+            waiting = waiting_for_gpus(session, batch_id)
+        if work and run_round(work, [], generate_here=False):
+            update_progress_artifact(progress_id, _finished_share(ctx, batch_id))
+            continue  # something moved: more may move now
+        if not waiting:
+            return  # nothing moved and nothing is being generated: nothing more will happen
+        if time.monotonic() > deadline:
+            logger.error("%d video(s) still wait for a GPU after %.0f s (AVATARFLOW_GPU_WAIT_SECONDS); "
+                         "run the batch again to carry on", waiting, settings.gpu_wait_seconds)
+            return
+        if time.monotonic() - told > 300 and not live_workers(ctx):
+            logger.warning("%d video(s) wait for a GPU and no gang worker is running: start one per gang "
+                           "with `avatarflow gang worker --gang NAME`", waiting)
+            told = time.monotonic()
+        time.sleep(settings.worker_poll_seconds)
 
 
 def _finished_share(ctx: StageContext, batch_id: int) -> float:

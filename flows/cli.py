@@ -21,6 +21,7 @@ from db.models import Asset
 from db.queries import batch_summaries, find_asset, get_batch, state_counts
 from db.session import Database, open_database
 from db.stage import StageContext
+from flows.cli_gangs import gang_app
 from flows.cli_plan import gpus_command, plan_command
 from flows.cli_qc import qc_app
 from flows.cli_report import report_command
@@ -44,6 +45,7 @@ app.command("report")(report_command)
 app.command("run")(run_command)
 app.command("deliver")(deliver_command)
 app.add_typer(automations_app, name="automations")
+app.add_typer(gang_app, name="gang")
 app.add_typer(review_app, name="review")
 app.add_typer(qc_app, name="qc")
 app.add_typer(reviewer_app, name="reviewer")

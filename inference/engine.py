@@ -8,6 +8,7 @@ for a failed generation; they raise only for programming errors.
 from __future__ import annotations
 
 import hashlib
+import socket
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
@@ -51,7 +52,7 @@ class GpuGang:
 
     name: str  # e.g. "gang0" or "gang1-5"
     devices: tuple[int, ...] = ()  # CUDA indices; empty for the CPU engine
-    host: str = "localhost"
+    host: str = field(default_factory=socket.gethostname)  # part of the gang's identity (its slot)
 
     @property
     def cuda_visible_devices(self) -> str:

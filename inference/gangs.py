@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 
 from avatarflow.errors import ConfigurationError
 from avatarflow.settings import Settings
@@ -19,9 +20,10 @@ CPU_GANG = GpuGang(name="cpu", devices=())
 
 def configured_gangs(settings: Settings) -> list[GpuGang]:
     """`AVATARFLOW_GANGS`: "cpu" for the CPU engine, or GPU gangs such as "0;1-5"."""
+    # The host is part of a gang's identity: two hosts with the same layout must not share a slot.
     if settings.gangs.strip().lower() == "cpu":
-        return [CPU_GANG]
-    return parse_gangs(settings.gangs)
+        return [replace(CPU_GANG, host=settings.gang_host)]
+    return [replace(g, host=settings.gang_host) for g in parse_gangs(settings.gangs)]
 
 
 def gang_by_name(settings: Settings, name: str) -> GpuGang:

@@ -10,11 +10,11 @@ state is checked before the GPU gang is taken: an asset that is not ready never 
 
 from __future__ import annotations
 
-import socket
 from contextlib import nullcontext
 from pathlib import Path
 
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from avatarflow import records
 from avatarflow.media import wav_samples
@@ -112,16 +112,20 @@ def generate_asset(ctx: StageContext, asset_id: int) -> StageOutcome:
     engine, gang = _engine_and_gang(ctx)
     lock = ctx.components.gang_lock
     with lock(gang, lease_seconds=ctx.settings.gang_lease_seconds) if lock else nullcontext():
-        return _generate(ctx, asset_id, engine, gang)
+        return generate_claimed(ctx, asset_id, engine, gang)
 
 
-def _generate(ctx: StageContext, asset_id: int, engine: Engine, gang: GpuGang) -> StageOutcome:
+def generate_claimed(ctx: StageContext, asset_id: int, engine: Engine, gang: GpuGang,
+                     lease_seconds: float | None = None) -> StageOutcome:  # fmt: skip
+    """The generation itself, once the gang is ours (the flow's gang slot, or a gang worker, which
+    renews its shorter claim `lease_seconds` while the job runs)."""
     settings, worker = ctx.settings, ctx.actor
+    lease = lease_seconds if lease_seconds is not None else settings.claim_lease_seconds
     with ctx.database.session() as session:
         asset = session.get(Asset, asset_id)
         if asset is None or asset.state != AssetState.PLANNED:  # taken while we waited for the gang
             return StageOutcome.stay(asset_id, GENERATE_STAGE, asset, "not planned")
-        if not try_claim(session, asset_id, worker, settings.claim_lease_seconds):
+        if not try_claim(session, asset_id, worker, lease):
             return StageOutcome.stay(asset_id, GENERATE_STAGE, asset, "claimed by another worker")
         session.refresh(asset)
         plan = records.need(asset.details, Plan, stage=GENERATE_STAGE)
@@ -136,7 +140,7 @@ def _generate(ctx: StageContext, asset_id: int, engine: Engine, gang: GpuGang) -
         )
         attempt = GenerationAttempt(
             asset_id=asset_id, number=number, engine=engine.name, config=plan.model_dump(mode="json"),
-            seed=request.seed, gang=gang.name, gpus=list(gang.devices), host=socket.gethostname(),
+            seed=request.seed, gang=gang.name, gpus=list(gang.devices), host=gang.host,
             log_path=str(request.log_path),
         )
         session.add(attempt)
@@ -201,15 +205,20 @@ def recover_interrupted(ctx: StageContext, batch_id: int) -> list[int]:
         stuck = session.scalars(select(Asset).where(Asset.batch_id == batch_id,
                                                     Asset.state == AssetState.GENERATING.value)).all()
         for asset in stuck:
-            for attempt in asset.attempts:
-                if attempt.ended_at is None:
-                    attempt.ended_at = utcnow()
-                    attempt.outcome = "interrupted"
-                    attempt.failure_kind = "worker_died"
-                    attempt.retryable = True
-            asset.claimed_by = None
-            asset.claim_expires_at = None
-            transition(session, asset, AssetState.PLANNED, actor=ctx.actor,
-                       reason="generation was interrupted (the previous run died); queued again")
+            requeue(session, asset, actor=ctx.actor,
+                    reason="generation was interrupted (the previous run died); queued again")
             recovered.append(asset.id)
     return recovered
+
+
+def requeue(session: Session, asset: Asset, *, actor: str, reason: str) -> None:
+    """A `generating` asset whose generator died goes back to `planned`; its open attempt is marked."""
+    for attempt in asset.attempts:
+        if attempt.ended_at is None:
+            attempt.ended_at = utcnow()
+            attempt.outcome = "interrupted"
+            attempt.failure_kind = "worker_died"
+            attempt.retryable = True
+    asset.claimed_by = None
+    asset.claim_expires_at = None
+    transition(session, asset, AssetState.PLANNED, actor=actor, reason=reason)

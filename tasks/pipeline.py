@@ -97,3 +97,9 @@ def retry_failed(session: Session, batch_id: int, *, limit: int, actor: str) -> 
                           f"{(asset.failure_reason or '')[:300]}")
         retried.append(asset.id)
     return retried
+
+
+def waiting_for_gpus(session: Session, batch_id: int) -> int:
+    """How many videos of the batch are planned or being generated (gang workers' work)."""
+    return int(session.scalar(select(func.count(Asset.id)).where(
+        Asset.batch_id == batch_id, Asset.state.in_([S.PLANNED.value, S.GENERATING.value]))) or 0)

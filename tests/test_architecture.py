@@ -139,6 +139,7 @@ def test_function_level_imports_of_the_project_are_few_and_named():
 _CLI = "a CLI command imports what it runs only when it runs: `avatarflow --help` stays fast"
 LAZY: dict[tuple[str, str], str] = {
     ("flows.cli", "tasks.preprocess"): _CLI,
+    ("flows.cli_gangs", "flows.components"): _CLI + " (the engines' factory)",
     ("flows.cli_qc", "qc.calibration"): _CLI + " (MediaPipe, optionally torch)",
     ("flows.cli_qc", "qc.lipsync"): _CLI + " (MediaPipe)",
     ("flows.cli_qc", "qc.syncnet"): _CLI + " (torch)",

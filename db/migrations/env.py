@@ -7,6 +7,7 @@ from sqlalchemy import create_engine
 
 import db.report_models
 import db.review_models  # noqa: F401  (review_claims, login_attempts)
+import db.worker_models  # noqa: F401  (gang_workers)
 from db.models import Base
 
 config = context.config

@@ -68,6 +68,8 @@ def report_rows(report: DailyReport) -> list[tuple[str, str, str, Any, str]]:
         add(("gangs", "busy_hours", g.gang, g.busy_hours, "h"))
         add(("gangs", "gpu_hours", g.gang, g.gpu_hours, "GPU-h"))
         add(("gangs", "utilisation", g.gang, g.utilisation, "ratio"))
+        add(("gangs", "worker_hours", g.gang, g.worker_hours, "h"))
+        add(("gangs", "busy_share_while_up", g.gang, g.busy_share, "ratio"))
     for t in report.trend:
         for name in ("submitted", "generated", "approved", "delivered", "rejected",
                      "minutes_delivered", "qc_pass_rate", "gpu_hours", "backlog"):

@@ -155,7 +155,11 @@ class GangUse:
     records are not double-counted). `utilisation` = busy_hours / hours covered (24 for a past
     day). `gpu_hours`: Σ attempt hours inside the window × GPUs in the attempt. `gpus`: distinct
     GPU indices its attempts used. An attempt with no end yet counts as running until the end of
-    the covered window.
+    the covered window. Attempts on different hosts are unioned per host, then added.
+
+    `worker_hours`: how long long-lived gang workers of this gang were up inside the window (from
+    their rows: start to stop, or to the last heartbeat); `busy_share`: busy_hours / worker_hours,
+    the share of the time a loaded model was generating (None without gang workers).
     """
 
     gang: str
@@ -164,6 +168,8 @@ class GangUse:
     busy_hours: float
     gpu_hours: float
     utilisation: float
+    worker_hours: float | None = None
+    busy_share: float | None = None
 
 
 @dataclass(frozen=True)

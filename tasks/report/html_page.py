@@ -50,6 +50,8 @@ DEFINITIONS: list[tuple[str, str]] = [
       "that ended that day; median and nearest-rank 95th percentile.")),
     ("GPU-hours", "Σ attempt hours inside the day × GPUs in the attempt."),
     ("GPU utilisation", "Union of a gang's attempt intervals inside the day ÷ hours covered (24)."),
+    ("busy while up", "A gang's busy hours ÷ the hours its long-lived gang worker was up that day (the "
+                      "share of the time a loaded model was generating)."),
 ]
 
 _CSS = """

@@ -21,6 +21,7 @@ from avatarflow import records
 from avatarflow.records import Speech
 from db.models import Asset, Event, GenerationAttempt, QCResult, Review, Reviewer
 from db.states import TERMINAL
+from db.worker_models import GangWorkerRecord
 from tasks.report.figures import (
     APPROVALS,
     BACKLOG_STATES,
@@ -188,13 +189,27 @@ def reviews(session: Session, window: Window) -> ReviewFigures:
     return ReviewFigures(dict(sorted(decisions.items())), dict(sorted(reasons.items())), reviewers)
 
 
+def worker_hours(session: Session, window: Window) -> dict[str, float]:
+    """Hours each gang had a long-lived worker up inside the window (unioned per host)."""
+    rows = session.scalars(select(GangWorkerRecord).where(GangWorkerRecord.started_at < window.until)).all()
+    spans: dict[tuple[str, str], list[tuple[dt.datetime, dt.datetime]]] = defaultdict(list)
+    for row in rows:
+        begin, end = max(row.started_at, window.start), min(row.stopped_at or row.heartbeat_at, window.until)
+        if end > begin:
+            spans[row.gang, row.host].append((begin, end))
+    hours: dict[str, float] = defaultdict(float)
+    for (gang, _), found in spans.items():
+        hours[gang] += union_hours(found)
+    return dict(hours)
+
+
 def gpu_use(session: Session, window: Window) -> GpuUse:
     overlapping = session.scalars(
         select(GenerationAttempt)
         .where(GenerationAttempt.started_at < window.until,
                or_(GenerationAttempt.ended_at.is_(None), GenerationAttempt.ended_at > window.start))
         .order_by(GenerationAttempt.started_at, GenerationAttempt.id)).all()
-    intervals: dict[str, list[tuple[dt.datetime, dt.datetime]]] = defaultdict(list)
+    intervals: dict[tuple[str, str], list[tuple[dt.datetime, dt.datetime]]] = defaultdict(list)
     gpu_hours: dict[str, float] = defaultdict(float)
     gpus: dict[str, set[Any]] = defaultdict(set)
     for attempt in overlapping:
@@ -203,14 +218,18 @@ def gpu_use(session: Session, window: Window) -> GpuUse:
         end = min(attempt.ended_at or window.until, window.until)  # still running: until the end
         if end <= begin:
             continue
-        intervals[gang].append((begin, end))
+        intervals[gang, attempt.host or ""].append((begin, end))
         gpu_hours[gang] += (end - begin).total_seconds() / 3600 * len(attempt.gpus or [])
         gpus[gang].update(attempt.gpus or [])
+    up = worker_hours(session, window)
     gangs = []
-    for gang in sorted(intervals):
-        busy = union_hours(intervals[gang])
-        gangs.append(GangUse(gang, len(gpus[gang]), len(intervals[gang]), busy, gpu_hours[gang],
-                             busy / window.hours if window.hours else 0.0))
+    for gang in sorted({g for g, _ in intervals}):
+        per_host = [spans for (g, _), spans in intervals.items() if g == gang]
+        busy = sum(union_hours(spans) for spans in per_host)
+        alive = up.get(gang)
+        gangs.append(GangUse(gang, len(gpus[gang]), sum(len(spans) for spans in per_host), busy, gpu_hours[gang],
+                             busy / window.hours if window.hours else 0.0, alive,
+                             min(1.0, busy / alive) if alive else None))  # fmt: skip
     failed_kinds = Counter(
         kind for kind in session.scalars(
             select(GenerationAttempt.failure_kind)

@@ -46,9 +46,10 @@ def stages_table(r: DailyReport) -> Table:
 
 
 def gangs_table(r: DailyReport) -> Table:
-    return Table(["gang", "GPUs", "jobs", "busy h", "GPU-hours", "utilisation"],
+    return Table(["gang", "GPUs", "jobs", "busy h", "GPU-hours", "utilisation", "worker up h", "busy while up"],
                  [[g.gang, g.gpus, g.attempts, fmt_num(g.busy_hours), fmt_num(g.gpu_hours),
-                   fmt_pct(g.utilisation)] for g in r.gangs])
+                   fmt_pct(g.utilisation), fmt_num(g.worker_hours) if g.worker_hours is not None else "",
+                   fmt_pct(g.busy_share) if g.busy_share is not None else ""] for g in r.gangs])
 
 
 def trend_table(r: DailyReport) -> Table:

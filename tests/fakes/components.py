@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import shutil
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -37,11 +38,16 @@ class ScriptedEngine:
     script: list[Path | FailureKind]
     name: str = "scripted"
     requests: list[GenerationRequest] = field(default_factory=list)
+    load_seconds: float | None = None  # reported by the first job, as a warm worker's load
+    seconds: float = 0.0  # how long each job takes
 
     def generate(self, request: GenerationRequest, gang: GpuGang, progress: Any = None) -> GenerationResult:
         self.requests.append(request)
         step = self.script[min(len(self.requests), len(self.script)) - 1]
-        metrics = GenerationMetrics(total_seconds=0.01, clips_planned=1, clips_done=1)
+        if self.seconds:
+            time.sleep(self.seconds)
+        metrics = GenerationMetrics(total_seconds=0.01, clips_planned=1, clips_done=1,
+                                    load_seconds=self.load_seconds if len(self.requests) == 1 else None)
         if isinstance(step, FailureKind):
             return GenerationResult(self.name, {"step": len(self.requests)},
                                     failure=Failure(step, f"scripted {step.value}"), metrics=metrics)

@@ -90,41 +90,6 @@ def run_flow_subprocess(env: dict[str, str], batch: str) -> subprocess.Popen[byt
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-@pytest.fixture
-def prefect_server(tmp_path):
-    """A real `prefect server start` (the test harness runs no services, so expired leases of
-    killed workers would never be revoked there; a production server revokes them)."""
-    import os
-    import socket
-    import sys
-    import time
-    import urllib.request
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    env = dict(os.environ, PREFECT_HOME=str(tmp_path / "prefect-home"), PREFECT_UI_ENABLED="false",
-               PREFECT_SERVER_SERVICES_REPOSSESSOR_LOOP_SECONDS="2")
-    env.pop("PREFECT_API_URL", None)
-    log = open(tmp_path / "prefect-server.log", "wb")  # noqa: SIM115
-    server = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
-                               "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT,
-                              start_new_session=True)
-    api = f"http://127.0.0.1:{port}/api"
-    deadline = time.monotonic() + 240
-    while True:
-        try:
-            with urllib.request.urlopen(f"{api}/health", timeout=2):
-                break
-        except OSError:
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError((tmp_path / "prefect-server.log").read_text()[-3000:]) from None
-            time.sleep(1)
-    yield api
-    server.terminate()
-    server.wait(timeout=30)
-
-
 def test_killed_runs_resume_without_redoing_or_duplicating_work(prefect_server, pipeline_env, media, tmp_path):
     import os
     import signal

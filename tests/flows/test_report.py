@@ -279,6 +279,22 @@ def test_time_and_cost_figures(seeded):
     assert gang0.utilisation == pytest.approx(4.5 / 24)
     assert gang1.busy_hours == pytest.approx(3.5) and gang1.gpu_hours == pytest.approx(17.5)
     assert gang1.utilisation == pytest.approx(3.5 / 24)
+    assert gang0.worker_hours is None and gang0.busy_share is None  # no long-lived gang workers
+
+
+def test_gang_busy_share_comes_from_the_gang_workers_records(seeded):
+    """A gang worker up from 00:30 to 14:30 (its row) made gang0's 4.5 busy hours: 4.5 / 14."""
+    from db.worker_models import GangWorkerRecord
+
+    with seeded.session() as session:
+        session.add(GangWorkerRecord(name="gang0@h#1", host="h", gang="gang0", devices="0", engine="cpu", pid=1,
+                                     state="stopped", started_at=at(0, "00:30"), heartbeat_at=at(0, "14:30"),
+                                     stopped_at=at(0, "14:30")))
+        session.add(GangWorkerRecord(name="gang0@h#2", host="h", gang="gang0", devices="0", engine="cpu", pid=2,
+                                     state="busy", started_at=at(0, "14:00"), heartbeat_at=at(0, "14:20")))
+    gang0 = report_for(seeded).gangs[0]
+    assert gang0.worker_hours == pytest.approx(14.0)  # the overlapping second worker is not counted twice
+    assert gang0.busy_share == pytest.approx(4.5 / 14.0)
 
 
 def test_the_day_still_going_on_is_covered_up_to_now(seeded):

@@ -358,3 +358,66 @@ def test_the_real_backend_path_on_one_gpu(tmp_path, config, speech, portrait):
     assert "init_on_cpu" not in init, "the script never passes init_on_cpu; its default (True) must hold"
     assert init["single_gpu"] is True and init["rank"] == 0
     assert [e["event"] for e in events].count("generate") == 2
+
+
+@pytest.mark.skipif(not REAL_TORCHRUN, reason="needs a real torchrun (set AVATARFLOW_TEST_TORCHRUN)")
+def test_gang_workers_serve_a_1_gpu_and_a_5_gpu_gang_side_by_side(tmp_path, config, speech, portrait):
+    """The topology of one host with AVATARFLOW_GANGS="0;1-5": a long-lived gang worker per gang,
+    each with its warm engine (the 5-rank one under real torchrun over gloo), sharing one queue."""
+    import threading
+    import time
+
+    from stages.test_stage_functions import add_asset, with_parts
+
+    from avatarflow import records
+    from avatarflow.records import Crop, Speech
+    from avatarflow.settings import Settings
+    from db.models import Asset, GenerationAttempt
+    from db.session import open_database
+    from db.stage import StageContext
+    from db.states import AssetState as S
+    from db.worker_models import GangWorkerRecord
+    from inference.gang_worker import GangWorker
+    from inference.stage import plan_asset
+
+    settings = Settings(data_root=tmp_path / "data", database_url=f"sqlite:///{tmp_path / 'a.db'}",
+                        input_roots=[tmp_path], engine="liveavatar-warm")
+    ctx = StageContext(open_database(settings), settings, actor="test")
+    details = records.write({}, Crop(path=str(portrait), source_size=(512, 512), face_box=(150, 100, 360, 400),
+                                     crop_box=(0, 0, 512, 512)),
+                            Speech(path=str(speech), duration_s=3.0, samples=wav_samples(speech)))
+    ids = [add_asset(ctx, state=S.PREPROCESSED, details=details, name=f"t{i}", preset="preview") for i in range(4)]
+    assert all(plan_asset(ctx, i).state == S.PLANNED for i in ids)
+
+    port = PortAllocator(29800, 29899, lock_dir=tmp_path / "ports").acquire()
+    five = [REAL_TORCHRUN, "--nproc_per_node", "5", "--master_port", str(port.port), str(WORKER_SCRIPT),
+            "--backend", "fake", "--fake-distributed"]
+    gloo = dataclasses.replace(config, extra_env={"AVATARFLOW_WARM_DIST_BACKEND": "gloo"})
+    port.release()
+    engines = {GANG1.name: WarmWorkerEngine(config, GANG1, launcher=FAKE_LAUNCHER, load_timeout_s=60),
+               GANG5.name: WarmWorkerEngine(gloo, GANG5, launcher=five, load_timeout_s=120)}
+    parts = with_parts(ctx, engine_for=lambda gang: engines[gang.name])
+    workers = [GangWorker(parts, gang, poll_s=0.1, lease_s=30) for gang in (GANG1, GANG5)]
+    stop = threading.Event()
+    threads = [threading.Thread(target=w.run, args=(stop,), daemon=True) for w in workers]
+    for thread in threads:
+        thread.start()
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            with ctx.database.session() as session:
+                if all(session.get(Asset, i).state == S.GENERATED for i in ids):
+                    break
+            time.sleep(0.2)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=60)
+    with ctx.database.session() as session:
+        assert [session.get(Asset, i).state for i in ids] == [S.GENERATED] * 4
+        gangs = {a.gang for a in session.query(GenerationAttempt)}
+        assert gangs == {"gang0", "gang1-5"}  # both gangs took videos from the one queue
+        rows = session.query(GangWorkerRecord).all()
+        assert {r.gang: r.model_loads for r in rows} == {"gang0": 1, "gang1-5": 1}
+        assert all(r.state == "stopped" for r in rows)
+    assert all(not e._worker for e in engines.values())  # closing the worker closed the engine
