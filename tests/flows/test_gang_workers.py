@@ -2,8 +2,9 @@
 
 Two `avatarflow gang worker` processes with the same gang layout ("cpu"), told apart only by
 AVATARFLOW_GANG_HOST as two hosts would be, serve two batches whose flows run in their own
-processes (AVATARFLOW_GENERATION=workers). Mid-run the Prefect server is stopped and started
-again, and one worker is SIGKILLed in the middle of a job; at the end the survivor is drained.
+processes (AVATARFLOW_GENERATION=workers). One worker is SIGKILLed in the middle of a job (and
+a new one started on its "host"), then the Prefect server is stopped and started again; at the
+end host-b, alive throughout, is drained.
 """
 
 from __future__ import annotations
@@ -148,16 +149,23 @@ def test_gang_workers_share_batches_survive_an_outage_a_kill_and_drain(prefect_s
                                            .join(Asset, GenerationAttempt.asset_id == Asset.id)
                                            .join(Batch, Asset.batch_id == Batch.id)):
             batches_by_host.setdefault(host, set()).add(batch)
-        # Both gangs generated, and host-b (alive throughout) served both batches.
-        assert set(batches_by_host) == {"host-a", "host-b"} and batches_by_host["host-b"] == {"one", "two"}
-        assert "one" in batches_by_host["host-a"]  # the first batch's jobs went to both gangs
-        # The killed job was finished by the other gang, its interrupted attempt kept.
+        # Both gangs generated, and between them both batches (which gang takes which video is
+        # the queue's business: whoever is free takes the next).
+        assert set(batches_by_host) == {"host-a", "host-b"}
+        assert set().union(*batches_by_host.values()) == {"one", "two"}
+        # The killed job was finished by another worker (host-b, or host-a's new worker: whichever
+        # was free when the claim lapsed), the interrupted attempt kept.
         lost = session.get(Asset, victim.current_asset_id)
         outcomes = [(a.outcome, a.host) for a in sorted(lost.attempts, key=lambda a: a.number)]
-        assert outcomes[-1] == ("ok", "host-b") and ("interrupted", "host-a") in outcomes, outcomes
+        finished_by = [e.actor for e in lost.events if (e.from_state, e.to_state) == ("generating", "generated")]
+        assert outcomes[0] == ("interrupted", "host-a") and outcomes[-1][0] == "ok", outcomes
+        assert finished_by and victim.name not in finished_by, (victim.name, finished_by)
         rows = session.scalars(select(GangWorkerRecord).order_by(GangWorkerRecord.id)).all()
         b = next(r for r in rows if r.host == "host-b")
-        assert b.state == "stopped" and b.model_loads == 1 and b.jobs_done >= 2  # one load, across both batches
+        assert b.state == "stopped" and b.jobs_done >= 2
+        # One model load per worker, however many jobs and batches it served.
+        assert all(r.model_loads == 1 for r in rows if r.jobs_done + r.jobs_failed), \
+            [(r.name, r.model_loads, r.jobs_done) for r in rows]
         killed = next(r for r in rows if r.name == victim.name)
         assert killed.state != "stopped"  # it never had the chance to say so; its heartbeat went stale
     database.dispose()
