@@ -138,6 +138,9 @@ class GenerationResult:
 
 
 class Engine(Protocol):
+    """A video generator. An engine whose every job loads the model anew says so with a class
+    attribute `loads_per_job = True` (read with getattr: most engines keep theirs loaded)."""
+
     name: str
 
     def generate(

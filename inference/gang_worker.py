@@ -38,7 +38,6 @@ from inference.stage import GENERATE_STAGE, generate_claimed, requeue
 
 log = logging.getLogger("avatarflow.gang_worker")
 _numbers = itertools.count(1)  # several workers in one process (benchmarks, tests) get distinct names
-PER_JOB_ENGINES = {"liveavatar"}  # engines that start (and load) a new process for every job
 
 
 def worker_name(gang: GpuGang) -> str:
@@ -157,7 +156,7 @@ class GangWorker:
         self._jobs_seen += 1
         if seconds is not None:
             return seconds
-        if engine.name in PER_JOB_ENGINES:
+        if getattr(engine, "loads_per_job", False):
             return float("nan")
         return 0.0 if first else None
 

@@ -134,6 +134,7 @@ class LiveAvatarEngine:
     """Per-job mode: one `torchrun` launch per video (loads the model every time)."""
 
     name = ENGINE_NAME
+    loads_per_job = True  # a new process, and a model load, for every video
 
     def __init__(self, config: LiveAvatarConfig, *, ports: PortAllocator | None = None,
                  sampler_factory: SamplerFactory = nvml_sampler_factory) -> None:
