@@ -42,9 +42,15 @@ class Settings(BaseSettings):
     )
     face_min_px: int = Field(default=64, description="Refuse faces narrower than this (source pixels).")
     face_pad_mode: str = Field(default="blur", description="How to fill past the image edge: blur or reflect.")
+    image_max_pixels: int = Field(
+        default=100_000_000, gt=0, description="Refuse portraits of more pixels, read from the header before decoding")
     # preprocessing: audio
     audio_target_lufs: float = -23.0
     audio_min_seconds: float = 1.0
+    audio_max_seconds: float = Field(
+        default=3600.0, gt=0, description="Refuse speech longer than this, from the header before decoding "
+        "(decoding holds the whole file: ≈ 1.4 GB an hour at 48 kHz stereo)")
+    audio_max_bytes: int = Field(default=2_000_000_000, gt=0, description="Refuse audio files larger than this")
     audio_max_segment_seconds: float = Field(
         default=60.0, description="Longer speech is split at pauses into segments of at most this."
     )

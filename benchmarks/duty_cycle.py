@@ -22,7 +22,11 @@ priority 10, arriving 10 modelled minutes in), on the gangs of --gangs:
   3. avatarflow's batch flow as it is (generation in the flow, assets dealt round-robin to the
      gangs, engine warm per process), run in-process under `prefect_test_harness`;
   4. avatarflow with long-lived gang workers (`inference.gang_worker.GangWorker`, flow setting
-     AVATARFLOW_GENERATION=workers), when that module exists.
+     AVATARFLOW_GENERATION=workers), when that module exists;
+  5. the same on the same GPUs with one of them packed (--packed-gangs, "0x2;1": two workers on
+     GPU 0, each job admitted only when its planned peak fits beside the other's, inference.packing);
+     two jobs at once on one GPU each progress at the rate measured on the H200
+     (benchmarks/gpu/results/h200-2026-12-01-c: a warm preview alone 70.0 s, two at once 95.3 s).
 In 1 and 2 the cat is animated like any portrait (Live Avatar checks no face), the truncated
 image crashes the script once the model is loaded, clips come from the raw speech (the pipeline
 trims silence first: a clip or two fewer on the longer speech), and the urgent asset waits for
@@ -32,10 +36,11 @@ in 3 it then queues for its gang like any other generate task; in 4 the workers 
 Gangs are held by a lock of this process (Prefect's slot polls every 5 s, which does not scale),
 and the workers' and the workers-mode flow's polls are time-scaled like the GPU.
 
-Figures, in modelled (real-GPU) time: busy share per gang = busy / span, span = first job start
+Figures, in modelled (real-GPU) time: busy share per GPU = time any of its workers was busy / span, span = first job start
 to last job end on any gang; videos per hour = usable videos / span; preview videos per hour =
-gangs × mean busy share × preview jobs per busy hour of preview jobs; time to the first finished
-video; the urgent asset's wait from arrival to its generation start; model loads per gang.
+Σ over workers of busy share × previews per busy hour (its preview jobs' wall times, so slower
+where a GPU was shared); time to the first finished
+video; the urgent asset's wait from arrival to its generation start; model loads per worker.
 Scaling back: GPU time is divided by the time scale; the real CPU time (preprocessing before a
 job, QC and transcoding after) is added as measured here, not scaled. Inside the span, though,
 any gang idle time the CPU side causes is scaled back with the rest: at small time scales this
@@ -67,7 +72,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from machine import describe, load_average
-from sim_engine import Calibration, SimulatedLiveAvatar, Timeline, load_calibration
+from sim_engine import Calibration, SimulatedLiveAvatar, Timeline, load_calibration, load_sharing
 
 from avatarflow.media import wav_samples
 from inference.engine import Failure, FailureKind, GenerationRequest, GpuGang
@@ -137,6 +142,14 @@ class Run:
     urgent_wait_s: float | None = None  # modelled seconds from arrival to generation start
     notes: list[str] = field(default_factory=list)
     available: bool = True
+    gpus: dict[str, list[str]] = field(default_factory=dict)  # "GPU 0" → the gangs on it (several: packed)
+
+
+def gpu_map(gangs: Sequence[GpuGang]) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    for gang in gangs:
+        found.setdefault(f"GPU {gang.cuda_visible_devices}", []).append(gang.name)
+    return found
 
 
 # --------------------------------------------------------------------------- the batch
@@ -180,6 +193,13 @@ def mixed_batch(n: int, inputs: Inputs, seed: int) -> list[Spec]:
     return specs
 
 
+def preview_batch(n: int, inputs: Inputs) -> list[Spec]:
+    """n good previews of 6 and 11 s speech: what a preview farm (and the 3× goal) is about."""
+    speech = ["s6", "s11"]
+    return [Spec(f"v{i:03d}", inputs.faces[FACES[speech[i % 2]][i % len(FACES[speech[i % 2]])]],
+                 inputs.speech[speech[i % 2]], "preview") for i in range(n)]
+
+
 def urgent_spec(inputs: Inputs) -> Spec:
     return Spec("u001", inputs.faces["skimage_astronaut.png"], inputs.speech["s6"], "standard", "urgent", 10)
 
@@ -211,7 +231,7 @@ def loop_request(spec: Spec, folder: Path) -> GenerationRequest:
                              audio_samples=samples)
 
 
-def run_loop(name: str, specs: list[Spec], urgent: Spec, gangs: list[GpuGang], calibration: Calibration,
+def run_loop(name: str, specs: list[Spec], urgent: Spec | None, gangs: list[GpuGang], calibration: Calibration,
              scale: float, folder: Path, *, warm: bool, stop_on_error: bool) -> Run:
     """Systems 1 and 2: one thread per gang works through its half; no pipeline around it."""
     timeline = Timeline()
@@ -233,7 +253,7 @@ def run_loop(name: str, specs: list[Spec], urgent: Spec, gangs: list[GpuGang], c
                 stopped.append(f"{gang.name} stopped at {spec.name} ({spec.kind}), "
                                f"{len(mine) - mine.index(spec) - 1} video(s) of its half never made")
                 break
-        if urgent_taken.acquire(blocking=False):  # the first half to end takes the urgent asset
+        if urgent and urgent_taken.acquire(blocking=False):  # the first half to end takes the urgent asset
             time.sleep(max(0.0, arrival - time.time()))
             (engine() if warm else process).generate(loop_request(urgent, folder), gang)
 
@@ -242,11 +262,12 @@ def run_loop(name: str, specs: list[Spec], urgent: Spec, gangs: list[GpuGang], c
         thread.start()
     for thread in threads:
         thread.join()
-    run = Run(name, timeline, [g.name for g in gangs], scale, notes=stopped)
-    done = [j for j in timeline.jobs if j.ok and (s := spec_of([*specs, urgent], j.prompt)) and s.usable]
+    run = Run(name, timeline, [g.name for g in gangs], scale, notes=stopped, gpus=gpu_map(gangs))
+    everything = [*specs, urgent] if urgent else specs
+    done = [j for j in timeline.jobs if j.ok and (s := spec_of(everything, j.prompt)) and s.usable]
     run.finished = len(done)
     run.first_finished_s = (min(j.end for j in done) - t0) / scale if done else None
-    started = [j.start for j in timeline.jobs if urgent.in_prompt(j.prompt)]
+    started = [j.start for j in timeline.jobs if urgent and urgent.in_prompt(j.prompt)]
     run.urgent_wait_s = (started[0] - arrival) / scale if started else None
     wasted = [j for j in timeline.jobs if (s := spec_of(specs, j.prompt)) and not s.usable]
     run.notes.append(f"{len(wasted)} GPU job(s) on bad inputs or unchecked bad videos "
@@ -320,18 +341,24 @@ def gang_worker_class() -> tuple[Any, str]:
 
 def start_workers(worker_class: Any, gangs: list[GpuGang], engines: dict[str, SimulatedLiveAvatar],
                   stop: threading.Event) -> list[threading.Thread]:
-    """One GangWorker thread per gang, its engine (kept warm) from the context's components."""
+    """One GangWorker thread per gang, its engine (kept warm) from the context's components;
+    a packed GPU's workers are checked against an H200, the GPU the calibration was measured on."""
     from avatarflow.settings import get_settings
     from db.session import shared_database
     from db.stage import Components, StageContext, process_gang_lock
+    from inference.gpus import parse_gpu_spec
+    from inference.packing import check_packing
 
     settings = get_settings()
+    h200s = parse_gpu_spec(f"{1 + max(d for g in gangs for d in g.devices)}xH200")
     threads = []
     for gang in gangs:
         ctx = StageContext(shared_database(settings), settings, actor=f"gang-worker:{gang.name}",
                            components=Components(engine_for=lambda g: engines[g.name], gang=gang,
                                                  gang_lock=process_gang_lock))
-        worker = worker_class(ctx, gang)  # polls every AVATARFLOW_WORKER_POLL_SECONDS (time-scaled)
+        packed = check_packing(gang, h200s, "bf16")
+        # polls every AVATARFLOW_WORKER_POLL_SECONDS (time-scaled)
+        worker = worker_class(ctx, gang, packed=packed) if packed else worker_class(ctx, gang)
         thread = threading.Thread(target=contextvars.copy_context().run, args=(worker.run, stop),
                                   name=f"worker-{gang.name}", daemon=True)
         thread.start()
@@ -339,9 +366,9 @@ def start_workers(worker_class: Any, gangs: list[GpuGang], engines: dict[str, Si
     return threads
 
 
-def run_pipeline(name: str, specs: list[Spec], urgent: Spec, gang_spec: str, calibration: Calibration,
+def run_pipeline(name: str, specs: list[Spec], urgent: Spec | None, gang_spec: str, calibration: Calibration,
                  scale: float, folder: Path, cache: Path, worker_class: Any | None) -> Run:
-    """Systems 3 and 4: the real batch flow with the simulated engine; 4 adds gang workers."""
+    """Systems 3 to 5: the real batch flow with the simulated engine; 4 and 5 add gang workers."""
     import flows.components
     from avatarflow.settings import get_settings
     from db import stage
@@ -353,12 +380,14 @@ def run_pipeline(name: str, specs: list[Spec], urgent: Spec, gang_spec: str, cal
     gangs = parse_gangs(gang_spec)
     timeline = Timeline()
     spoiled = [s for s in specs if s.kind == "spoiled"]
+    sharing = load_sharing() if any(g.shares > 1 for g in gangs) else None
     engines = {g.name: SimulatedLiveAvatar(calibration, time_scale=scale, warm=True, timeline=timeline,
-                                           delegate=InstantEngine(cache_dir=cache),
+                                           delegate=InstantEngine(cache_dir=cache), sharing=sharing,
                                            spoils=lambda r: any(s.in_prompt(r.prompt) for s in spoiled))
                for g in gangs}
     flows.components.engine_for = lambda settings, gang: engines[gang.name]  # the flow's engine factory
-    main, extra = write_manifest(folder / "batch.jsonl", specs), write_manifest(folder / "urgent.jsonl", [urgent])
+    main = write_manifest(folder / "batch.jsonl", specs)
+    extra = write_manifest(folder / "urgent.jsonl", [urgent]) if urgent else None
     stop = threading.Event()
     workers = start_workers(worker_class, gangs, engines, stop) if worker_class else []
     stage.WORK_SECONDS.clear()
@@ -370,14 +399,18 @@ def run_pipeline(name: str, specs: list[Spec], urgent: Spec, gang_spec: str, cal
 
     t0 = time.time()
     timer = threading.Timer(URGENT_AFTER_S * scale, contextvars.copy_context().run, args=(urgent_run,))
-    timer.start()
+    if urgent:
+        timer.start()
     state = batch_flow(manifest=str(main), return_state=True)
-    timer.join()
+    if urgent:
+        timer.join()
     wall = time.time() - t0
     stop.set()
     for thread in workers:
         thread.join(timeout=60)
-    run = Run(name, timeline, [g.name for g in gangs], scale, notes=[state.message or ""])
+    run = Run(name, timeline, [g.name for g in gangs], scale, notes=[state.message or ""], gpus=gpu_map(gangs))
+    if sharing:
+        run.notes.append(f"GPU sharing: {sharing.source}")
     _pipeline_figures(run, get_settings(), t0, arrival[0] if arrival else None, urgent)
     if worker_class:
         run.notes.append(_worker_rows(get_settings()))
@@ -409,7 +442,7 @@ def _epoch(moment: datetime) -> float:
     return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
 
 
-def _pipeline_figures(run: Run, settings: Any, t0: float, arrival: float | None, urgent: Spec) -> None:
+def _pipeline_figures(run: Run, settings: Any, t0: float, arrival: float | None, urgent: Spec | None) -> None:
     """Finished videos, first finished and the urgent wait, from the database's events."""
     from sqlalchemy import select
 
@@ -428,7 +461,7 @@ def _pipeline_figures(run: Run, settings: Any, t0: float, arrival: float | None,
         run.first_finished_s = _scaled(run, t0, _first(events[key], "planned"),
                                        max(j.end for j in run.timeline.jobs if j.asset_key == key and j.ok),
                                        finished[key])
-    urgent_key = next((k for k, (_, ext) in states.items() if ext == urgent.name), None)
+    urgent_key = next((k for k, (_, ext) in states.items() if urgent and ext == urgent.name), None)
     starts = [j.start for j in run.timeline.jobs if j.asset_key == urgent_key]
     if arrival is not None and urgent_key and starts:
         planned = _first(events[urgent_key], "planned")
@@ -452,19 +485,34 @@ def span(run: Run) -> float:
     return max(j.end for j in jobs) - min(j.start for j in jobs) if jobs else 0.0
 
 
-def busy_share(run: Run, gang: str) -> float:
-    return sum(j.end - j.start for j in run.timeline.jobs if j.gang == gang) / max(span(run), 1e-9)
+def _union(intervals: Sequence[tuple[float, float]]) -> float:
+    """Length of the union of intervals: a packed GPU is busy while any of its workers is."""
+    total, reach = 0.0, -float("inf")
+    for start, end in sorted(intervals):
+        if end > reach:
+            total += end - max(start, reach)
+            reach = end
+    return total
 
 
-def steady_share(run: Run, gang: str) -> float:
-    """Busy share until the first gang ran dry: the batch's last-job imbalance left out."""
+def gpu_busy(run: Run, gpu: str, until: float | None = None) -> float:
+    gangs = run.gpus[gpu]
+    return _union([(j.start, min(j.end, until) if until else j.end) for j in run.timeline.jobs
+                   if j.gang in gangs and (until is None or j.start < until)])
+
+
+def busy_share(run: Run, gpu: str) -> float:
+    return gpu_busy(run, gpu) / max(span(run), 1e-9)
+
+
+def steady_share(run: Run, gpu: str) -> float:
+    """Busy share until the first GPU ran dry: the batch's last-job imbalance left out."""
     jobs = run.timeline.jobs
     if not jobs:
         return 0.0
     start = min(j.start for j in jobs)
-    dry = min(max((j.end for j in jobs if j.gang == g), default=start) for g in run.gangs)
-    busy = sum(max(0.0, min(j.end, dry) - j.start) for j in jobs if j.gang == gang)
-    return busy / max(dry - start, 1e-9)
+    dry = min(max((j.end for j in jobs if j.gang in gangs), default=start) for gangs in run.gpus.values())
+    return gpu_busy(run, gpu, until=dry) / max(dry - start, 1e-9)
 
 
 def per_hour(run: Run) -> float:
@@ -472,12 +520,18 @@ def per_hour(run: Run) -> float:
 
 
 def preview_per_hour(run: Run) -> float:
-    """Preview videos an hour if the gangs made only previews at this run's job times and busy share."""
+    """Preview videos an hour if every worker made only previews, at this run's preview job times
+    (wall, scaled back: slower where a packed GPU was shared) and each worker's busy share."""
     previews = [j for j in run.timeline.jobs if j.preset == "preview" and j.ok]
     if not previews:
         return 0.0
-    busy = mean(busy_share(run, g) for g in run.gangs)
-    return len(run.gangs) * busy * 3600 * len(previews) / sum(j.modelled_s for j in previews)
+    seconds = {g: [(j.end - j.start) / run.scale for j in previews if j.gang == g] for g in run.gangs}
+    overall = mean(s for each in seconds.values() for s in each)
+    total = 0.0
+    for gang in run.gangs:
+        busy = sum(j.end - j.start for j in run.timeline.jobs if j.gang == gang) / max(span(run), 1e-9)
+        total += busy * 3600 / (mean(seconds[gang]) if seconds[gang] else overall)
+    return total
 
 
 def clock(seconds: float | None) -> str:
@@ -488,59 +542,65 @@ def clock(seconds: float | None) -> str:
 
 
 def print_runs(runs: Sequence[Run]) -> None:
-    gangs = runs[0].gangs
-    width = max(12, *(len(g) + 7 for g in gangs))
-    head = "".join(f"{g + ' busy':>{width}}" for g in gangs)
-    print(f"\n{'system':<34}{head}{'videos/h':>10}{'preview/h':>11}{'1st video':>11}{'urgent wait':>13}"
-          f"{'loads/gang':>12}{'videos':>8}")
+    gpus = list(runs[0].gpus)
+    width = max(12, *(len(g) + 7 for g in gpus))
+    head = "".join(f"{g + ' busy':>{width}}" for g in gpus)
+    print(f"\n{'system':<40}{head}{'videos/h':>10}{'preview/h':>11}{'1st video':>11}{'urgent wait':>13}"
+          f"{'loads/worker':>14}{'videos':>8}")
     for run in runs:
         if not run.available:
-            print(f"{run.name:<34}not available: {run.notes[0]}")
+            print(f"{run.name:<40}not available: {run.notes[0]}")
             continue
-        shares = "".join(f"{busy_share(run, g):>{width}.1%}" for g in gangs)
-        loads = "/".join(str(run.timeline.loads.get(g, 0)) for g in gangs)
-        print(f"{run.name:<34}{shares}{per_hour(run):>10.1f}{preview_per_hour(run):>11.1f}"
-              f"{clock(run.first_finished_s):>11}{clock(run.urgent_wait_s):>13}{loads:>12}{run.finished:>8}")
+        shares = "".join(f"{busy_share(run, g):>{width}.1%}" if g in run.gpus else f"{'—':>{width}}" for g in gpus)
+        loads = "/".join(str(run.timeline.loads.get(g, 0)) for g in run.gangs)
+        print(f"{run.name:<40}{shares}{per_hour(run):>10.1f}{preview_per_hour(run):>11.1f}"
+              f"{clock(run.first_finished_s):>11}{clock(run.urgent_wait_s):>13}{loads:>14}{run.finished:>8}")
     for run in runs:
         if run.available:
-            steady = " / ".join(f"{steady_share(run, g):.1%}" for g in gangs)
+            steady = " / ".join(f"{steady_share(run, g):.1%}" for g in run.gpus)
             jobs = run.timeline.jobs
             clips = mean(j.clips for j in jobs) if jobs else 0.0
-            print(f"  {run.name}: span {clock(span(run) / run.scale)} modelled (scale {run.scale:g}); "
-                  f"{len(jobs)} jobs, {clips:.1f} clips per job; busy until the first gang ran dry {steady}; "
+            layout = ", ".join(f"{g}: {' + '.join(names)}" for g, names in run.gpus.items())
+            print(f"  {run.name} ({layout}): span {clock(span(run) / run.scale)} modelled (scale {run.scale:g}); "
+                  f"{len(jobs)} jobs, {clips:.1f} clips per job; busy until the first GPU ran dry {steady}; "
                   + "; ".join(n for n in run.notes if n))
 
 
-def print_goal(runs: Sequence[Run], calibration: Calibration) -> None:
-    loop, workers = runs[0], runs[-1]
+def print_goal(runs: Sequence[Run], calibration: Calibration, previews: Sequence[Run]) -> None:
     preview = calibration.timings["preview"]
     bound = preview.per_job_s(4) / preview.job_s(4)
-    print(f"\ngoal: ≥ {GOAL_BUSY:.0%} busy share per gang, one load per gang worker, ≥ {GOAL_PREVIEW_X:g}× "
-          f"the per-video loop's preview videos/h ({GOAL_PREVIEW_X * preview_per_hour(loop):.1f}/h)")
-    print(f"  the calibration alone caps the preview ratio at {bound:.2f}× (4 clips: "
+    print(f"\ngoal: ≥ {GOAL_BUSY:.0%} busy share per GPU, one load per gang worker, ≥ {GOAL_PREVIEW_X:g}× "
+          f"the per-video loop's preview videos/h (measured on the previews-only batch)")
+    print(f"  one worker per GPU: the calibration caps the preview ratio at {bound:.2f}× (4 clips: "
           f"{preview.per_job_s(4):.0f} s per job against {preview.job_s(4):.0f} s warm, at equal busy share)")
-    if not workers.available:
-        print(f"  system 4: not available ({workers.notes[0]}): goal not assessed")
-        return
-    shares = [busy_share(workers, g) for g in workers.gangs]
-    loads = [workers.timeline.loads.get(g, 0) for g in workers.gangs]
-    ratio = preview_per_hour(workers) / max(preview_per_hour(loop), 1e-9)
-    checks = {"busy": all(s >= GOAL_BUSY for s in shares), "loads": all(n == 1 for n in loads),
-              "preview": ratio >= GOAL_PREVIEW_X}
-    print(f"  system 4: busy {' / '.join(f'{s:.1%}' for s in shares)} {'✓' if checks['busy'] else '✗'}; loads "
-          f"{' / '.join(map(str, loads))} {'✓' if checks['loads'] else '✗'}; preview {ratio:.2f}× "
-          f"{'✓' if checks['preview'] else '✗'} → {'met' if all(checks.values()) else 'not met'}")
-    if not checks["busy"] and all(steady_share(workers, g) >= GOAL_BUSY for g in workers.gangs):
-        print("  (its gangs were ≥ 95 % busy until the first ran dry: what is lost is the batch's last job(s) on "
-              "one gang while the other has nothing left)")
+    sharing = load_sharing()
+    print(f"  two workers per GPU: at {bound * 2 * sharing.pair_rate:.2f}× (two at once, each at {sharing.pair_rate:.3f} "
+          f"of the speed alone: {sharing.source})")
+    for workers in runs[3:]:
+        if not workers.available:
+            print(f"  {workers.name}: not available ({workers.notes[0]}): goal not assessed")
+            continue
+        shares = [busy_share(workers, g) for g in workers.gpus]
+        loads = [workers.timeline.loads.get(g, 0) for g in workers.gangs]
+        twin = next((r for r in previews[1:] if r.name.split()[0] == workers.name.split()[0]), None)
+        ratio = per_hour(twin) / max(per_hour(previews[0]), 1e-9) if twin else 0.0
+        checks = {"busy": all(s >= GOAL_BUSY for s in shares), "loads": all(n == 1 for n in loads),
+                  "preview": ratio >= GOAL_PREVIEW_X}
+        print(f"  {workers.name}: busy {' / '.join(f'{s:.1%}' for s in shares)} {'✓' if checks['busy'] else '✗'}; "
+              f"loads {' / '.join(map(str, loads))} {'✓' if checks['loads'] else '✗'}; previews/h "
+              f"{ratio:.2f}× the loop's ({twin.name if twin else 'no previews-only run'}) "
+              f"{'✓' if checks['preview'] else '✗'} → {'met' if all(checks.values()) else 'not met'}")
+        if not checks["busy"] and all(steady_share(workers, g) >= GOAL_BUSY for g in workers.gpus):
+            print("    (every GPU was ≥ 95 % busy until the first ran dry: what is lost is the batch's last job(s) "
+                  "on one GPU while the other has nothing left)")
 
 
 # --------------------------------------------------------------------------- main
 
 
 def pipeline_runs(specs: list[Spec], urgent: Spec, args: argparse.Namespace, calibration: Calibration,
-                  root: Path) -> list[Run]:
-    """Systems 3 and 4 under one Prefect test server; 4 only when its module exists."""
+                  root: Path, previews: list[Spec]) -> tuple[list[Run], list[Run]]:
+    """Systems 3 to 5 under one Prefect test server; 4 and 5 only when the gang workers exist."""
     os.environ.update({"PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180", "DO_NOT_TRACK": "1",
                        "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_LOGGING_LEVEL": "WARNING"})
     from prefect.testing.utilities import prefect_test_harness
@@ -549,11 +609,13 @@ def pipeline_runs(specs: list[Spec], urgent: Spec, args: argparse.Namespace, cal
     configure(root / "warm-var", args.gangs, root, None, 1.0)
     started, rendered = time.perf_counter(), []
     # The renders run while the Prefect test server starts (20-25 s of mostly waiting).
-    warming = threading.Thread(target=lambda: rendered.append(warm_replays([*specs, urgent], root / "warm", cache)))
+    warming = threading.Thread(target=lambda: rendered.append(warm_replays([*specs, urgent, *previews], root / "warm",
+                                                                           cache)))
     warming.start()
     worker_class, missing = gang_worker_class()
     scale = args.pipeline_time_scale
-    runs = []
+    runs: list[Run] = []
+    preview_only: list[Run] = []
     with prefect_test_harness(server_startup_timeout=180):
         warming.join()
         if not rendered:
@@ -561,19 +623,30 @@ def pipeline_runs(specs: list[Spec], urgent: Spec, args: argparse.Namespace, cal
         pairs = rendered[0]
         print(f"Prefect test server up, instant-replay cache filled ({pairs} (portrait, speech) pairs) in "
               f"{time.perf_counter() - started:.0f} s (before timing)", flush=True)
-        runs.append(run_pipeline("3 avatarflow flow (round-robin)", specs, urgent, args.gangs, calibration, scale,
-                                 root / "sys3", cache, None))
-        print(f"system 3 done ({runs[-1].notes[-1]})", flush=True)
-        if worker_class is None:
+        if not args.previews_only:
+            runs.append(run_pipeline("3 avatarflow flow (round-robin)", specs, urgent, args.gangs, calibration,
+                                     scale, root / "sys3", cache, None))
+            print(f"system 3 done ({runs[-1].notes[-1]})", flush=True)
+        if worker_class is None and not args.previews_only:
             runs.append(Run("4 avatarflow gang workers", Timeline(), runs[-1].gangs, scale, notes=[missing],
-                            available=False))
-        else:
-            runs.append(run_pipeline("4 avatarflow gang workers", specs, urgent, args.gangs, calibration, scale,
-                                     root / "sys4", cache, worker_class))
+                            available=False, gpus=runs[-1].gpus))
+        elif worker_class is not None:
+            if not args.previews_only:
+                runs.append(run_pipeline("4 avatarflow gang workers", specs, urgent, args.gangs, calibration, scale,
+                                         root / "sys4", cache, worker_class))
+                print(f"system 4 done ({runs[-1].notes[-1]})", flush=True)
+                runs.append(run_pipeline(f"5 gang workers, packed {args.packed_gangs!r}", specs, urgent,
+                                         args.packed_gangs, calibration, scale, root / "sys5", cache, worker_class))
+                print(f"system 5 done ({runs[-1].notes[-1]})", flush=True)
+            for name, spec in (("4 gang workers", args.gangs), (f"5 gang workers, packed {args.preview_gangs!r}",
+                                                                 args.preview_gangs)):
+                preview_only.append(run_pipeline(name, previews, None, spec, calibration, scale,
+                                                 root / f"previews-{len(preview_only)}", cache, worker_class))
+                print(f"previews: {name} done ({preview_only[-1].notes[-1]})", flush=True)
     misses = len(list(cache.glob("*.mp4"))) - pairs
     if misses:
         print(f"warning: instant-replay rendered {misses} pair(s) during the timed runs (cache misses)")
-    return runs
+    return runs, preview_only
 
 
 def main(argv: Sequence[str] | None = None) -> list[Run]:
@@ -583,6 +656,13 @@ def main(argv: Sequence[str] | None = None) -> list[Run]:
                         help="GPU time scale of systems 3 and 4 (their CPU stages run at real speed)")
     parser.add_argument("--assets", type=int, default=32, help="assets in the batch, the urgent one not counted")
     parser.add_argument("--gangs", default="0;1", help='gangs as AVATARFLOW_GANGS writes them ("0;1", "0;1-5")')
+    parser.add_argument("--packed-gangs", default="0x2;1",
+                        help='system 5: the same GPUs with one packed ("0x2": two workers on GPU 0)')
+    parser.add_argument("--previews", type=int, default=16, help="previews in the previews-only batch")
+    parser.add_argument("--previews-only", action="store_true",
+                        help="run only the previews-only comparison (its figures are printed either way)")
+    parser.add_argument("--preview-gangs", default="0x2;1x2",
+                        help="the packed layout of the previews-only run (both GPUs packed by default)")
     parser.add_argument("--seed", type=int, default=1, help="order of the batch")
     args = parser.parse_args(argv)
     calibration = load_calibration()
@@ -605,15 +685,31 @@ def main(argv: Sequence[str] | None = None) -> list[Run]:
           + "; " + ", ".join(f"{k} {n}" for k, n in kinds.items()), flush=True)
     print(f"time scales: systems 1-2 ×{args.time_scale:g} (no real work: the figures do not depend on it), "
           f"3-4 ×{args.pipeline_time_scale:g} (real CPU stages at this machine's speed)", flush=True)
+    previews = preview_batch(args.previews, inputs)
+    preview_runs = [run_loop("1 per-video script loop", previews, None, gangs, calibration, args.time_scale,
+                             root / "previews-loop", warm=False, stop_on_error=False)]
+    if args.previews_only:
+        _, preview_pipelines = pipeline_runs(specs, urgent, args, calibration, root, previews)
+        preview_runs.extend(preview_pipelines)
+        print(f"\npreviews only: {len(previews)} good previews (6 and 11 s speech), no urgent asset")
+        print_runs(preview_runs)
+        loop = per_hour(preview_runs[0])
+        print("  previews/h against the loop's: " + ", ".join(f"{r.name} {per_hour(r) / loop:.2f}×"
+                                                          for r in preview_runs[1:]))
+        return preview_runs
     runs = [run_loop("1 per-video script loop", specs, urgent, gangs, calibration, args.time_scale,
                      root / "loop1", warm=False, stop_on_error=False)]
     print("system 1 done", flush=True)
     runs.append(run_loop("2 Live Avatar batch_eval.py", specs, urgent, gangs, calibration, args.time_scale,
                          root / "loop2", warm=True, stop_on_error=True))
     print("system 2 done", flush=True)
-    runs.extend(pipeline_runs(specs, urgent, args, calibration, root))
+    mixed, preview_pipelines = pipeline_runs(specs, urgent, args, calibration, root, previews)
+    runs.extend(mixed)
+    preview_runs.extend(preview_pipelines)
     print_runs(runs)
-    print_goal(runs, calibration)
+    print(f"\npreviews only: {len(previews)} good previews (6 and 11 s speech), no urgent asset")
+    print_runs(preview_runs)
+    print_goal(runs, calibration, preview_runs)
     return runs
 
 

@@ -26,7 +26,8 @@ import json
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import mean
@@ -49,6 +50,7 @@ from inference.presets import get_preset
 
 RESULTS = Path(__file__).resolve().parent / "gpu" / "results"
 RESULT_FILES = (RESULTS / "h200-2026-12-01" / "results.jsonl", RESULTS / "h200-2026-12-01-b" / "results.jsonl")
+PACKED_RESULTS = RESULTS / "h200-2026-12-01-c" / "results.jsonl"  # two warm workers on one H200
 COMPILE_NOTE = ("compile off: ENABLE_COMPILE fails on the H200 toolchain (Python 3.12, torch 2.11: inductor "
                 "GuardOnDataDependentSymNode), so no compile figure exists")
 # Published, not measured (Live Avatar README / arXiv:2512.04677): 5-GPU pipeline speeds.
@@ -206,6 +208,47 @@ class Timeline:
             return True
 
 
+@dataclass
+class GpuSharing:
+    """Jobs of several workers on one GPU slow each other down, as measured on the H200.
+
+    A job progresses at `pair_rate` modelled seconds per second while another job runs on its GPU
+    (1 alone). Measured for two at once only; three at once are not modelled."""
+
+    pair_rate: float
+    source: str
+    _active: dict[tuple[int, ...], int] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @contextmanager
+    def running(self, devices: tuple[int, ...]) -> Iterator[None]:
+        with self._lock:
+            self._active[devices] = self._active.get(devices, 0) + 1
+            if self._active[devices] > 2:
+                raise RuntimeError(f"{self._active[devices]} jobs at once on GPU {devices}: only 2 were measured")
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._active[devices] -= 1
+
+    def rate(self, devices: tuple[int, ...]) -> float:
+        with self._lock:
+            return self.pair_rate if self._active.get(devices, 0) > 1 else 1.0
+
+
+def load_sharing(path: Path = PACKED_RESULTS) -> GpuSharing:
+    """From the packed run: one warm preview alone against two at once on the same GPU."""
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    alone = next(r["wall_s"] for r in records if r.get("phase") == "one-alone-warm" and "jobs" in r)
+    pair = [r["wall_s"] for r in records if r.get("phase") == "pair-warm" and "jobs" not in r]
+    rate = alone / mean(pair)
+    repo = RESULTS.parents[2]
+    name = path.relative_to(repo) if path.is_relative_to(repo) else path
+    return GpuSharing(rate, f"{name}: a warm preview alone {alone:.1f} s, two at once {mean(pair):.1f} s each "
+                            f"→ {rate:.3f} modelled s per s while sharing")
+
+
 Breaks = Callable[[GenerationRequest], Failure | None]
 
 
@@ -219,7 +262,8 @@ class SimulatedLiveAvatar:
 
     def __init__(self, calibration: Calibration, *, time_scale: float, warm: bool, timeline: Timeline,
                  delegate: Engine | None = None, breaks: Breaks | None = None,
-                 spoils: Callable[[GenerationRequest], bool] | None = None) -> None:
+                 spoils: Callable[[GenerationRequest], bool] | None = None,
+                 sharing: GpuSharing | None = None) -> None:
         self.name = "liveavatar-warm-sim" if warm else "liveavatar-sim"
         self.calibration = calibration
         self.time_scale = time_scale
@@ -228,6 +272,7 @@ class SimulatedLiveAvatar:
         self.delegate = delegate
         self.breaks = breaks
         self.spoils = spoils
+        self.sharing = sharing  # the GPU is shared with other workers' engines (packing)
         self._loaded = False
         self._lock = threading.Lock()  # one job at a time, as on a real gang
 
@@ -237,7 +282,7 @@ class SimulatedLiveAvatar:
 
     def generate(self, request: GenerationRequest, gang: GpuGang,
                  progress: ProgressCallback | None = None) -> GenerationResult:
-        with self._lock:
+        with self._lock, (self.sharing.running(gang.devices) if self.sharing else nullcontext()):
             return self._generate(request, gang, progress)
 
     def _generate(self, request: GenerationRequest, gang: GpuGang,
@@ -272,7 +317,7 @@ class SimulatedLiveAvatar:
                 metrics: GenerationMetrics | None = None) -> GenerationResult:
         """Sleep out the scaled job time, record the interval, return the result with our metrics."""
         spent = time.time() - start
-        time.sleep(max(0.0, modelled * self.time_scale - spent))
+        self._sleep_out(modelled * self.time_scale - spent, gang)
         end = time.time()
         if result is not None and not result.ok:
             failure = result.failure
@@ -285,6 +330,18 @@ class SimulatedLiveAvatar:
         output = (result.output if result else request.output) if ok else None
         return GenerationResult(engine=self.name, config=config, output=output, failure=failure,
                                 metrics=metrics or GenerationMetrics(total_seconds=modelled, exit_status=1))
+
+
+    def _sleep_out(self, seconds: float, gang: GpuGang) -> None:
+        """Sleep `seconds` of the job's own progress; slower while another job shares the GPU."""
+        if self.sharing is None:
+            time.sleep(max(0.0, seconds))
+            return
+        while seconds > 0:
+            rate = self.sharing.rate(gang.devices)
+            step = min(0.02, seconds / rate)
+            time.sleep(step)
+            seconds -= step * rate
 
 
 def _black_out(video: Path) -> None:

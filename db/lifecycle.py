@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -120,18 +120,27 @@ def claim_next(
     *,
     lease_seconds: float = 900,
     batch_id: int | None = None,
+    presets: Collection[str] | None = None,
     candidates: int = 16,
 ) -> Asset | None:
-    """Claim the most urgent unclaimed asset in one of `states` (highest priority, oldest first)."""
+    """Claim the most urgent unclaimed asset in one of `states`, of `presets` if given.
+
+    Order: highest priority; then the oldest batch; within a batch the most GPU work first
+    (`Asset.gpu_work`: longest-processing-time first, so a batch does not end with one gang
+    making its longest video while the others have nothing left); then the oldest asset.
+    """
     now = utcnow()
     query = (
         select(Asset.id)
         .where(Asset.state.in_([AssetState(s).value for s in states]), _claimable(now))
-        .order_by(Asset.priority.desc(), Asset.created_at, Asset.id)
+        .order_by(Asset.priority.desc(), Asset.batch_id, Asset.gpu_work.desc().nulls_last(),
+                  Asset.created_at, Asset.id)
         .limit(candidates)
     )
     if batch_id is not None:
         query = query.where(Asset.batch_id == batch_id)
+    if presets is not None:
+        query = query.where(Asset.preset.in_(list(presets)))
     if session.get_bind().dialect.name == "postgresql":
         # Skip rows another worker is claiming right now instead of queueing behind its lock.
         query = query.with_for_update(skip_locked=True)

@@ -95,6 +95,9 @@ class Asset(Base):
     template_vars: Mapped[dict[str, Any]] = mapped_column(default=dict)
     preset: Mapped[str] = mapped_column(String(50))
     priority: Mapped[int] = mapped_column(Integer, default=0)
+    # Relative GPU time of the planned video (clips × megapixels per frame), set when planned:
+    # gang workers take the longest job of a batch first, so no long job is left for the end.
+    gpu_work: Mapped[float | None] = mapped_column(Float)
     tags: Mapped[list[Any]] = mapped_column(default=list)
 
     state: Mapped[str] = mapped_column(String(32), default=AssetState.SUBMITTED.value)

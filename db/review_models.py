@@ -45,3 +45,22 @@ class LoginAttempt(Base):
     ip: Mapped[str] = mapped_column(String(64))
     at: Mapped[datetime] = mapped_column(default=utcnow)
     succeeded: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class ReviewSession(Base):
+    """A signed-in browser: the cookie carries only a random token, this row says what it is worth.
+
+    Ending the row (sign-out, a disabled account, a new password, an admin's "sign out
+    everywhere") ends the session wherever the cookie was copied to. Created by migration 0007.
+    """
+
+    __tablename__ = "review_sessions"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # SHA-256 of the cookie's token
+    reviewer_id: Mapped[int] = mapped_column(ForeignKey("reviewers.id"), index=True)
+    password_fp: Mapped[str] = mapped_column(String(64))  # the password it was opened with
+    ip: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+    ended_at: Mapped[datetime | None] = mapped_column(default=None)
+    ended_why: Mapped[str | None] = mapped_column(String(100), default=None)

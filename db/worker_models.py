@@ -41,3 +41,7 @@ class GangWorkerRecord(Base):
     jobs_done: Mapped[int] = mapped_column(Integer, default=0)
     jobs_failed: Mapped[int] = mapped_column(Integer, default=0)
     busy_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    # A worker of a packed GPU ("0x2"; migration 0006): the presets it can take at all (None: every
+    # preset), and the GB it holds now by plan (its job's peak, or its weights when idle).
+    presets: Mapped[str | None] = mapped_column(String(200), default=None)
+    reserved_gb: Mapped[float | None] = mapped_column(Float, default=None)

@@ -29,13 +29,14 @@ from prefect.futures import PrefectFuture
 from prefect.states import Completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from avatarflow.errors import ConfigurationError
 from avatarflow.settings import get_settings
 from db.queries import batch_results, get_batch
 from db.session import shared_database
 from db.stage import StageContext, StageOutcome
 from db.states import AssetState
 from flows.stages import generate, join, plan, preprocess, qc, route, transcode
-from inference.gang_worker import live_workers
+from inference.gang_worker import live_workers, untaken_presets
 from inference.gangs import configured_gangs, ensure_gang_limits
 from inference.stage import recover_interrupted
 from tasks.intake import submit
@@ -137,6 +138,11 @@ def run_generating_here(ctx: StageContext, batch_id: int, progress_id: Any) -> N
     """`AVATARFLOW_GENERATION=flow`: this run generates on this host's gangs, in rounds."""
     logger, settings, database = get_run_logger(), ctx.settings, ctx.database
     gangs = configured_gangs(settings)
+    if packed := [g.name for g in gangs if g.shares > 1]:
+        raise ConfigurationError(
+            f"AVATARFLOW_GANGS={settings.gangs!r} packs a GPU with several workers ({', '.join(packed)}): only "
+            "gang workers respect a packed GPU's memory shares. Set AVATARFLOW_GENERATION=workers and start "
+            "`avatarflow gang worker --gang NAME` per gang, or list each GPU once")
     ensure_gang_limits(gangs)
     if recovered := recover_interrupted(ctx, batch_id):
         logger.warning("%d asset(s) were left generating by a run that died; queued again", len(recovered))
@@ -177,10 +183,16 @@ def run_beside_gang_workers(ctx: StageContext, batch_id: int, progress_id: Any) 
             logger.error("%d video(s) still wait for a GPU after %.0f s (AVATARFLOW_GPU_WAIT_SECONDS); "
                          "run the batch again to carry on", waiting, settings.gpu_wait_seconds)
             return
-        if time.monotonic() - told > 300 and not live_workers(ctx):
-            logger.warning("%d video(s) wait for a GPU and no gang worker is running: start one per gang "
-                           "with `avatarflow gang worker --gang NAME`", waiting)
+        if time.monotonic() - told > 300:
             told = time.monotonic()
+            workers = live_workers(ctx)
+            if not workers:
+                logger.warning("%d video(s) wait for a GPU and no gang worker is running: start one per gang "
+                               "with `avatarflow gang worker --gang NAME`", waiting)
+            elif untaken := untaken_presets(ctx, batch_id, workers):
+                logger.warning("%s wait(s) for a GPU, but every live gang worker is on a packed GPU that takes "
+                               "only smaller presets: start a worker on an unpacked gang (e.g. AVATARFLOW_GANGS=\"1\")",
+                               ", ".join(f"{n} {preset} video(s)" for preset, n in untaken.items()))
         time.sleep(settings.worker_poll_seconds)
 
 

@@ -21,12 +21,13 @@ from db.models import Asset
 from db.queries import batch_summaries, find_asset, get_batch, state_counts
 from db.session import Database, open_database
 from db.stage import StageContext
-from flows.cli_gangs import gang_app
+from flows.cli_gangs import gang_app, workers_table
 from flows.cli_plan import gpus_command, plan_command
 from flows.cli_qc import qc_app
 from flows.cli_report import report_command
 from flows.cli_review import review_app, reviewer_app
 from flows.cli_run import automations_app, deliver_command, demo_command, print_intake, run_command
+from inference.gang_worker import live_workers
 from tasks.intake import submit as submit_manifest
 from tasks.prompts import TemplateLibrary
 
@@ -132,6 +133,8 @@ def status(
                               item.created_at.strftime("%Y-%m-%d %H:%M"), item.created_by)
             console.print(table)
         console.print(_counts_table("all assets", state_counts(session)))
+    if workers := live_workers(StageContext(database, get_settings())):
+        console.print(workers_table(workers, f"{len(workers)} gang worker(s) alive"))
 
 
 def _show_asset(asset: Asset) -> None:

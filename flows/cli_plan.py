@@ -12,6 +12,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from avatarflow.settings import get_settings
+from db.session import open_database
+from db.stage import StageContext
+from flows.cli_gangs import workers_table
+from inference.gang_worker import live_workers
 from inference.gpus import GpuInfo, GpuInventory, inventory, parse_gpu_spec
 from inference.planner import (
     THROUGHPUT_SOURCES,
@@ -139,9 +144,28 @@ def _opt(value: int | None) -> str:
 
 
 def gpus_command() -> None:
-    """List this host's NVIDIA GPUs (NVML, else nvidia-smi)."""
+    """List this host's NVIDIA GPUs (NVML, else nvidia-smi) and the gang workers running on them."""
     found = inventory()
-    if not found.gpus:
+    if found.gpus:
+        print_inventory(found)
+    else:
         console.print(f"no GPUs on this host: {found.reason}", highlight=False)
+    _print_gang_workers()
+    if not found.gpus:
         raise typer.Exit(1)
-    print_inventory(found)
+
+
+def _print_gang_workers() -> None:
+    """This host's live gang workers, when a database is configured and reachable."""
+    settings = get_settings()
+    try:
+        # Read only: listing GPUs must not create or migrate a database.
+        workers = [w for w in live_workers(StageContext(open_database(settings, migrate=False), settings))
+                   if w.host == settings.gang_host]
+    except Exception as exc:  # noqa: BLE001 - the GPU list stands without the database
+        console.print(f"gang workers: cannot read the database ({type(exc).__name__}: {exc})", highlight=False)
+        return
+    if workers:
+        console.print(workers_table(workers, f"gang workers on {settings.gang_host}"))
+    else:
+        console.print(f"no gang worker running on {settings.gang_host}", highlight=False)

@@ -1,18 +1,25 @@
-"""`avatarflow review serve` and `avatarflow reviewer add`: the review app's command line."""
+"""`avatarflow review serve` and `avatarflow reviewer add | list | disable | enable | password |
+sign-out`: the review app's command line."""
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import Annotated
 
 import typer
 from rich.console import Console
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from avatarflow.errors import AvatarflowError
+from db.models import Reviewer
+from db.review_models import ReviewSession
 from db.session import Database, open_database
 from review.actions import PrefectDecisionActions
-from review.auth import add_reviewer
+from review.auth import AccountError, add_reviewer, change_password, normalise_username, set_active
 from review.config import ReviewSettings, review_url
+from review.sessions import end_all
 
 review_app = typer.Typer(help="The reviewers' web application.", no_args_is_help=True)
 reviewer_app = typer.Typer(help="Reviewer accounts.", no_args_is_help=True)
@@ -70,10 +77,7 @@ def add(
     password_stdin: Annotated[bool, typer.Option("--password-stdin", help="Read the password from the first line of stdin.")] = False,
 ) -> None:
     """Create a reviewer account; the password is stored only as an Argon2id hash."""
-    if password_stdin:
-        password = sys.stdin.readline().rstrip("\r\n")
-    else:
-        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    password = _read_password(password_stdin)
     settings = ReviewSettings()
     database = _database(settings)
     try:
@@ -86,3 +90,75 @@ def add(
     finally:
         database.dispose()
     console.print(f"reviewer [bold]{created[0]}[/] added with role {created[1]}")
+
+
+def _read_password(password_stdin: bool) -> str:
+    if password_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    return typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+
+
+def _on_reviewer(name: str, change: Callable[[Session, Reviewer], str]) -> None:
+    """Apply `change` to the named reviewer in one transaction and print what it says."""
+    database = _database(ReviewSettings())
+    try:
+        with database.session() as session:
+            reviewer = session.scalar(select(Reviewer).where(Reviewer.username == normalise_username(name)))
+            if reviewer is None:
+                raise AccountError(f"no reviewer named {name!r} (see `avatarflow reviewer list`)")
+            said = change(session, reviewer)
+    except AvatarflowError as exc:
+        errors.print(f"[red]error[/]: {exc}")
+        raise typer.Exit(1) from None
+    finally:
+        database.dispose()
+    console.print(said)
+
+
+PasswordStdin = Annotated[bool, typer.Option("--password-stdin", help="Read the password from the first line of stdin.")]
+Name = Annotated[str, typer.Argument(help="The reviewer's username.")]
+
+
+@reviewer_app.command("list")
+def list_reviewers() -> None:
+    """Every reviewer account: role, enabled, open sessions."""
+    from rich.table import Table
+
+    database = _database(ReviewSettings())
+    try:
+        with database.session() as session:
+            open_sessions = dict(session.execute(select(ReviewSession.reviewer_id, func.count()).where(
+                ReviewSession.ended_at.is_(None)).group_by(ReviewSession.reviewer_id)).all())
+            table = Table()
+            for column in ("reviewer", "role", "enabled", "open sessions"):
+                table.add_column(column)
+            for r in session.scalars(select(Reviewer).order_by(Reviewer.username)):
+                table.add_row(r.username, r.role, "yes" if r.active else "no", str(open_sessions.get(r.id, 0)))
+    finally:
+        database.dispose()
+    console.print(table)
+
+
+@reviewer_app.command("disable")
+def disable(name: Name) -> None:
+    """Disable an account: it cannot sign in, and its sessions end at once."""
+    _on_reviewer(name, lambda s, r: f"{r.username} disabled; {set_active(s, r, False)} session(s) ended")
+
+
+@reviewer_app.command("enable")
+def enable(name: Name) -> None:
+    """Enable an account again (its old sessions stay ended: it signs in afresh)."""
+    _on_reviewer(name, lambda s, r: (set_active(s, r, True), f"{r.username} enabled")[1])
+
+
+@reviewer_app.command("password")
+def password(name: Name, password_stdin: PasswordStdin = False) -> None:
+    """Set a new password; every session opened with the old one ends."""
+    new = _read_password(password_stdin)
+    _on_reviewer(name, lambda s, r: f"password of {r.username} changed; {change_password(s, r, new)} session(s) ended")
+
+
+@reviewer_app.command("sign-out")
+def sign_out_everywhere(name: Name) -> None:
+    """Sign a reviewer out everywhere (a lost laptop, a copied cookie)."""
+    _on_reviewer(name, lambda s, r: f"{r.username} signed out of {end_all(s, r.id, 'signed out by an admin')} session(s)")

@@ -50,9 +50,10 @@ RETRYABLE = frozenset({
 class GpuGang:
     """GPUs that run one job together: one ≥ 80 GB GPU, or exactly 5 for the pipeline."""
 
-    name: str  # e.g. "gang0" or "gang1-5"
+    name: str  # e.g. "gang0" or "gang1-5"; "gang0.1", "gang0.2" for two workers packed on GPU 0
     devices: tuple[int, ...] = ()  # CUDA indices; empty for the CPU engine
     host: str = field(default_factory=socket.gethostname)  # part of the gang's identity (its slot)
+    shares: int = 1  # how many workers share these GPUs ("0x2": two on GPU 0), each its own slot
 
     @property
     def cuda_visible_devices(self) -> str:

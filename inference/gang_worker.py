@@ -1,9 +1,9 @@
 """A long-lived GPU gang worker: loads the model once, then generates the next ready video, forever.
 
-One worker per gang, started by the platform engineer on the GPU host (`avatarflow gang-worker
---gang gang0=0`, one command per gang, systemd-style). It outlives flow runs and batches: every
+One worker per gang, started by the platform engineer on the GPU host (`avatarflow gang worker
+--gang gang0`, one command per gang, systemd-style). It outlives flow runs and batches: every
 few seconds it claims the most urgent `planned` asset of *any* batch from the database
-(`db.lifecycle.claim_next`: highest priority, then oldest; `SKIP LOCKED` on PostgreSQL), runs the
+(`db.lifecycle.claim_next`, `SKIP LOCKED` on PostgreSQL), runs the
 generate stage on it with its own engine — kept warm for its whole life — and takes the next.
 The batch flows do everything else (preprocessing ahead of the GPUs, QC and transcoding while
 the gang makes the next video).
@@ -12,8 +12,11 @@ The asset's claim is the truth about who generates what. The worker renews it (a
 heartbeat row, `db.worker_models.GangWorkerRecord`) while a job runs; a worker that dies stops
 renewing, its claim lapses after `AVATARFLOW_WORKER_LEASE_SECONDS`, and any other worker puts the
 asset back to `planned` (the attempt marked interrupted) and generates it. Nothing is lost and
-nothing runs twice at once. Draining (`avatarflow gang drain`, or SIGTERM) finishes the current
-job, takes no new one, closes the engine (the GPUs are free) and exits.
+nothing runs twice at once. The most urgent asset is the one of highest priority, then of the
+oldest batch, then the longest job of that batch (`db.lifecycle.claim_next`). A worker of a
+packed GPU ("0x2") takes only the presets that fit its share of the GPU (`inference.packing`).
+Draining (`avatarflow gang drain`, or SIGTERM) finishes the current job, takes no new one,
+closes the engine (the GPUs are free) and exits.
 """
 
 from __future__ import annotations
@@ -23,10 +26,11 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from db.lifecycle import claim_next, try_claim
 from db.models import Asset, GenerationAttempt, utcnow
@@ -34,6 +38,7 @@ from db.stage import StageContext, StageOutcome
 from db.states import AssetState
 from db.worker_models import GangWorkerRecord
 from inference.engine import Engine, GpuGang
+from inference.packing import PackedGpu, gpu_lock
 from inference.stage import GENERATE_STAGE, generate_claimed, requeue
 
 log = logging.getLogger("avatarflow.gang_worker")
@@ -64,9 +69,15 @@ class GangWorker:
     """Generates for one gang until stopped or drained (see the module docstring)."""
 
     def __init__(self, ctx: StageContext, gang: GpuGang, *, poll_s: float | None = None,
-                 lease_s: float | None = None) -> None:  # fmt: skip
+                 lease_s: float | None = None, packed: PackedGpu | None = None) -> None:  # fmt: skip
         self.gang = gang
         self.name = worker_name(gang)
+        # A worker of a packed GPU starts a job only when it fits beside its siblings' (inference.packing).
+        if gang.shares > 1 and packed is None:
+            raise ValueError(f"{gang.name} shares its GPU with {gang.shares - 1} other worker(s): "
+                             "pass packed=inference.packing.check_packing(...)")
+        self.packed = packed
+        self.presets = packed.presets if packed is not None else None
         self.poll_s = poll_s if poll_s is not None else ctx.settings.worker_poll_seconds
         self.lease_s = lease_s if lease_s is not None else ctx.settings.worker_lease_seconds
         # The worker is the only user of its gang: no gang lock, the claim is the guard.
@@ -111,9 +122,31 @@ class GangWorker:
 
     def _claim(self) -> int | None:
         recover_lapsed(self.ctx)
+        if self.packed is not None:
+            with gpu_lock(self.gang):  # the GPU's workers decide one at a time
+                return self._claim_beside_siblings(self.packed)
         with self.ctx.database.session() as session:
             asset = claim_next(session, self.name, [AssetState.PLANNED], lease_seconds=self.lease_s)
             return asset.id if asset is not None else None
+
+    def _claim_beside_siblings(self, packed: PackedGpu) -> int | None:
+        """Claim the most urgent job whose planned peak fits beside what the siblings hold now."""
+        fresh = utcnow() - timedelta(seconds=self.lease_s)
+        with self.ctx.database.session() as session:
+            siblings = session.scalars(select(GangWorkerRecord).where(
+                GangWorkerRecord.host == self.gang.host, GangWorkerRecord.devices == self._devices,
+                GangWorkerRecord.id != self.record_id, GangWorkerRecord.state != "stopped",
+                GangWorkerRecord.heartbeat_at >= fresh)).all()
+            held = [r.reserved_gb if r.reserved_gb is not None else packed.idle_gb for r in siblings]
+            presets = packed.admissible(held)
+            if not presets:
+                return None
+            asset = claim_next(session, self.name, [AssetState.PLANNED], lease_seconds=self.lease_s, presets=presets)
+            if asset is None:
+                return None
+            session.execute(update(GangWorkerRecord).where(GangWorkerRecord.id == self.record_id)
+                            .values(reserved_gb=packed.peaks_gb[asset.preset]))
+            return asset.id
 
     def _job(self, engine: Engine, asset_id: int) -> None:
         self._current = asset_id
@@ -131,6 +164,7 @@ class GangWorker:
             row = session.get(GangWorkerRecord, self.record_id)
             row.busy_seconds += busy
             row.current_asset_id = None
+            row.reserved_gb = self.packed.idle_gb if self.packed is not None else None
             if outcome.state == AssetState.GENERATED.value:
                 row.jobs_done += 1
             else:
@@ -166,11 +200,16 @@ class GangWorker:
         settings = self.ctx.settings
         with self.ctx.database.session() as session:
             row = GangWorkerRecord(name=self.name, host=self.gang.host, gang=self.gang.name,
-                                   devices=",".join(str(d) for d in self.gang.devices), engine=settings.engine,
-                                   pid=os.getpid(), state="starting")  # fmt: skip
+                                   devices=self._devices, engine=settings.engine,
+                                   pid=os.getpid(), state="starting",
+                                   presets=",".join(self.presets) if self.presets is not None else None)  # fmt: skip
             session.add(row)
             session.flush()
             self.record_id = row.id
+
+    @property
+    def _devices(self) -> str:
+        return ",".join(str(d) for d in self.gang.devices)
 
     def _set(self, **values: object) -> None:
         with self.ctx.database.session() as session:
@@ -203,6 +242,18 @@ def live_workers(ctx: StageContext, lease_s: float | None = None) -> list[GangWo
             .order_by(GangWorkerRecord.host, GangWorkerRecord.gang)).all()
         session.expunge_all()
         return list(rows)
+
+
+def untaken_presets(ctx: StageContext, batch_id: int, workers: Sequence[GangWorkerRecord]) -> dict[str, int]:
+    """Planned videos of the batch, per preset, that none of `workers` takes (packed GPUs only)."""
+    takes_all = any(w.presets is None for w in workers)
+    taken = {p for w in workers if w.presets is not None for p in w.presets.split(",")}
+    if takes_all:
+        return {}
+    with ctx.database.session() as session:
+        rows = session.execute(select(Asset.preset, func.count(Asset.id)).where(
+            Asset.batch_id == batch_id, Asset.state == AssetState.PLANNED.value).group_by(Asset.preset)).all()
+    return {preset: int(n) for preset, n in rows if preset not in taken}
 
 
 def request_drain(ctx: StageContext, gang: str, host: str | None = None) -> int:

@@ -363,14 +363,17 @@ def inventory(timeout_s: float = 15.0) -> GpuInventory:
 def parse_gangs(text: str, available: int | None = None) -> list[GpuGang]:
     """A host's gangs, ";"-separated, each a list or range of GPU indices: "0;1-5", "0;1,2,3,4,5".
 
-    Refuses overlapping gangs, sizes other than 1 or 5, and (when `available` is given) indices
-    this host does not have.
+    "0x2" packs GPU 0 with two workers (gangs gang0.1 and gang0.2, each its own slot); only a
+    one-GPU gang can be packed, and whether that many fit is checked when a worker starts
+    (`inference.packing`). Refuses overlapping gangs, sizes other than 1 or 5, and (when
+    `available` is given) indices this host does not have.
     """
     gangs: list[GpuGang] = []
     owner: dict[int, str] = {}
     for part in (p.strip() for p in text.split(";")):
         if not part:
             continue
+        part, shares = _packed(part)
         devices: list[int] = []
         for item in (i.strip() for i in part.split(",")):
             range_match = re.fullmatch(r"(\d+)\s*-\s*(\d+)", item)
@@ -383,26 +386,45 @@ def parse_gangs(text: str, available: int | None = None) -> list[GpuGang]:
                 devices.append(int(item))
             else:
                 raise ConfigurationError(f"GPU gang {part!r}: {item!r} is not a GPU index or "
-                                         "range (write e.g. \"0;1-5\")")
+                                         "range (write e.g. \"0;1-5\", or \"0x2\" for two workers on GPU 0)")
         if len(set(devices)) != len(devices):
             raise ConfigurationError(f"GPU gang {part!r} names a GPU twice")
         if len(devices) not in SUPPORTED_GPU_COUNTS:
             raise ConfigurationError(f"GPU gang {part!r} has {len(devices)} GPUs: {TOPOLOGY_RULE}")
+        if shares > 1 and len(devices) != 1:
+            raise ConfigurationError(f"GPU gang {part!r}x{shares}: only a one-GPU gang can be packed with "
+                                     "several workers (a pipeline rank needs its GPU to itself)")
         name = f"gang{devices[0]}" if len(devices) == 1 else f"gang{devices[0]}-{devices[-1]}"
         if len(devices) > 1 and devices != list(range(devices[0], devices[-1] + 1)):
             name = "gang" + "_".join(str(d) for d in devices)
         for device in devices:
             if device in owner:
                 raise ConfigurationError(f"GPU {device} is in two gangs ({owner[device]} and "
-                                         f"{name}): two jobs would share it")
+                                         f"{name}): two jobs would share it (write \"{device}x2\" to "
+                                         "pack it with two workers on purpose)")
             if available is not None and device >= available:
                 raise ConfigurationError(f"GPU gang {name} names GPU {device}, but this host has "
                                          f"{available} GPU(s) (indices 0–{available - 1})")
             owner[device] = name
-        gangs.append(GpuGang(name=name, devices=tuple(devices)))
+        if shares == 1:
+            gangs.append(GpuGang(name=name, devices=tuple(devices)))
+        else:
+            gangs.extend(GpuGang(name=f"{name}.{n}", devices=tuple(devices), shares=shares)
+                         for n in range(1, shares + 1))
     if not gangs:
         raise ConfigurationError("no GPU gangs configured (write e.g. \"0;1-5\")")
     return gangs
+
+
+def _packed(part: str) -> tuple[str, int]:
+    """"0x2" → ("0", 2): GPU 0 shared by two workers; a plain gang → (part, 1)."""
+    match = re.fullmatch(r"(.+?)\s*[x×]\s*(\d+)", part)
+    if not match:
+        return part, 1
+    shares = int(match.group(2))
+    if shares < 1:
+        raise ConfigurationError(f"GPU gang {part!r}: the number of workers after 'x' must be at least 1")
+    return match.group(1).strip(), shares
 
 
 # --- sampling a running job ------------------------------------------------------------------

@@ -111,7 +111,7 @@ def _scaled(at_reference: float, size: str, image: Image = None) -> float:
     return at_reference * tokens_per_frame(size, image) / tokens_per_frame(REFERENCE_SIZE)
 
 
-def _dit_gb(precision: Precision) -> float:
+def dit_gb(precision: Precision) -> float:
     return DIT_FP8_GB if precision == "fp8" else DIT_BF16_GB
 
 
@@ -154,7 +154,7 @@ def single_gpu_memory(size: str, precision: Precision = "bf16", image: Image = N
     before the final decode; online decode works between blocks when activations are free).
     """
     return MemoryEstimate("one GPU", {
-        f"DiT weights ({precision})": _dit_gb(precision),
+        f"DiT weights ({precision})": dit_gb(precision),
         f"KV caches ({CACHES_ONE_GPU} × {kv_cache_gb(size, image):.1f})":
             CACHES_ONE_GPU * kv_cache_gb(size, image),
         "condition cache": CONDITION_CACHE_GB,
@@ -168,7 +168,7 @@ def single_gpu_memory(size: str, precision: Precision = "bf16", image: Image = N
 def pipeline_rank_memory(size: str, precision: Precision = "fp8", image: Image = None) -> MemoryEstimate:
     """A DiT rank of the 5-GPU pipeline: its own DiT and T5, one KV cache, the condition cache."""
     return MemoryEstimate("DiT rank", {
-        f"DiT weights ({precision})": _dit_gb(precision),
+        f"DiT weights ({precision})": dit_gb(precision),
         "KV cache (1)": CACHES_PIPELINE_RANK * kv_cache_gb(size, image),
         "condition cache": CONDITION_CACHE_GB,
         "T5 encoder": T5_GB,
@@ -201,7 +201,7 @@ def fsdp_rank_memory(size: str, n_gpus: int, precision: Precision = "bf16",
     """
     caches = CACHES_ONE_GPU * kv_cache_gb(size, image) + CONDITION_CACHE_GB
     return MemoryEstimate("FSDP rank", {
-        f"DiT shard ({precision}, 1/{n_gpus})": _dit_gb(precision) / n_gpus,
+        f"DiT shard ({precision}, 1/{n_gpus})": dit_gb(precision) / n_gpus,
         "unshard peak": FSDP_UNSHARD_GB,
         "T5 encoder": T5_GB,
         f"KV + condition caches (1/{n_gpus})": caches / n_gpus,

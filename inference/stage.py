@@ -72,6 +72,12 @@ def make_plan(asset: Asset, engine_name: str, attempt: int) -> Plan:
     )
 
 
+def gpu_work(plan: Plan) -> float:
+    """Relative GPU time of the planned video: clips × megapixels per frame (the preset's area)."""
+    width, height = (int(side) for side in plan.size.split("*"))
+    return round(plan.num_clip * width * height / 1e6, 4)
+
+
 def plan_asset(ctx: StageContext, asset_id: int) -> StageOutcome:
     """preprocessed → planned: the preset's settings, the clip count and the next seed."""
     with ctx.database.session() as session:
@@ -80,6 +86,7 @@ def plan_asset(ctx: StageContext, asset_id: int) -> StageOutcome:
             return StageOutcome.stay(asset_id, PLAN_STAGE, asset, "not ready to plan")
         plan = make_plan(asset, ctx.settings.engine, attempts_made(session, asset_id) + 1)
         asset.details = records.write(asset.details, plan)
+        asset.gpu_work = gpu_work(plan)
         transition(session, asset, AssetState.PLANNED, actor=ctx.actor,
                    reason=f"{plan.preset}: {plan.num_clip} clip(s), seed {plan.seed}")
         return StageOutcome(asset_id, PLAN_STAGE, AssetState.PLANNED.value, True)

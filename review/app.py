@@ -6,11 +6,13 @@ and `avatarflow review serve` assemble the same application.
 
 # No `from __future__ import annotations` here: FastAPI reads the route signatures at run time,
 # and the routes use aliases (Signed) defined inside create_app.
+import asyncio
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, BackgroundTasks, Depends, FastAPI, Form, HTTPException, Request
+from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import (
     FileResponse,
@@ -21,25 +23,26 @@ from fastapi.responses import (
 )
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.sessions import SessionMiddleware
 
 from avatarflow.errors import ClaimConflict, IllegalTransition
 from db.models import Reviewer
 from db.session import Database
-from review import pages
+from review import pages, sessions
 from review.actions import DecisionActions, NoActions, run_actions
-from review.auth import SignIn, sign_in
-from review.claims import claim, release
+from review.auth import SignIn, SignInResult, client_address, sign_in
+from review.claims import active_claims, claim, release
 from review.config import REJECT_REASONS, ReviewSettings, session_secret
 from review.decisions import DecisionRefused, decide, make_decision
-from review.media import content_type, media_file, video_duration
+from review.media import content_type, may_see, media_file, video_duration
 from review.queue import WHY_LABELS, load_queue, next_for
 from review.security import (
+    ErrorPage,
     NotSignedIn,
     SecurityHeaders,
     csrf_token,
-    password_fingerprint,
     require_csrf,
     safe_next,
 )
@@ -47,6 +50,10 @@ from review.security import (
 HERE = Path(__file__).parent
 SESSION_COOKIE = "avatarflow_review"
 MAX_SKIPPED = 200
+
+
+# An asset id in a path: a 64-bit integer, else "not found" (never a database error).
+AssetId = Annotated[int, PathParam(ge=1, le=pages.MAX_ID)]
 
 
 def create_app(database: Database, settings: ReviewSettings,
@@ -57,6 +64,7 @@ def create_app(database: Database, settings: ReviewSettings,
 
     # No interactive docs or OpenAPI schema: they would be unauthenticated routes.
     app = FastAPI(title="avatarflow review", docs_url=None, redoc_url=None, openapi_url=None)
+    app.add_middleware(ErrorPage)  # innermost: a crash becomes a 500 that still gets the headers below
     app.add_middleware(
         SessionMiddleware,
         secret_key=session_secret(settings),
@@ -71,13 +79,13 @@ def create_app(database: Database, settings: ReviewSettings,
     # ---- helpers -------------------------------------------------------------------------------
 
     def current_reviewer(request: Request) -> Reviewer:
-        rid, fingerprint = request.session.get("rid"), request.session.get("fp")
-        if not isinstance(rid, int):
-            raise NotSignedIn()
+        # The cookie holds a token only; the server-side session says whether it still counts.
         with database.session() as session:
-            reviewer = session.get(Reviewer, rid)
-        if reviewer is None or not reviewer.active or fingerprint != password_fingerprint(reviewer.password_hash):
-            request.session.clear()  # deactivated, deleted or password changed: sign out
+            reviewer = sessions.reviewer_of(session, settings, request.session.get("sid"))
+            if reviewer is not None:
+                session.expunge(reviewer)
+        if reviewer is None:
+            request.session.clear()  # signed out, ended elsewhere, expired, disabled, new password
             raise NotSignedIn()
         request.state.reviewer = reviewer  # error pages show the signed-in header too
         return reviewer
@@ -142,12 +150,21 @@ def create_app(database: Database, settings: ReviewSettings,
         return render(request, "sign_in.html", {"next": safe_next(next)})
 
     @public.post("/sign-in", response_class=HTMLResponse)
-    def sign_in_post(request: Request, username: Annotated[str, Form(max_length=200)],
-                     password: Annotated[str, Form(max_length=1024)],
-                     next: Annotated[str, Form(max_length=2000)] = "/queue") -> Response:
-        ip = request.client.host if request.client else "unknown"
-        with database.session() as session:
-            result = sign_in(session, settings, username, password, ip)
+    async def sign_in_post(request: Request, username: Annotated[str, Form(max_length=200)],
+                           password: Annotated[str, Form(max_length=1024)],
+                           next: Annotated[str, Form(max_length=2000)] = "/queue") -> Response:
+        ip = client_address(request.client.host if request.client else None,
+                            request.headers.get("x-forwarded-for"), settings.review_trusted_proxies)
+
+        def check() -> tuple[SignInResult, str | None]:
+            with database.session() as session:
+                result = sign_in(session, settings, username, password, ip)
+                token = sessions.open_session(session, result.reviewer, ip) if result.outcome is SignIn.OK else None
+            return result, token
+
+        result, token = await run_in_threadpool(check)  # Argon2 and the database off the event loop
+        if result.delay_s:
+            await asyncio.sleep(result.delay_s)  # slows a guesser without holding a worker thread
         target = safe_next(next)
         if result.outcome is SignIn.RATE_LIMITED:
             return render(request, "sign_in.html",
@@ -160,8 +177,7 @@ def create_app(database: Database, settings: ReviewSettings,
         assert result.reviewer is not None
         # A fresh session (and CSRF token) at sign-in: nothing from before carries over.
         request.session.clear()
-        request.session.update({"rid": result.reviewer.id,
-                                "fp": password_fingerprint(result.reviewer.password_hash)})
+        request.session["sid"] = token
         csrf_token(request)
         return redirect(target)
 
@@ -179,6 +195,7 @@ def create_app(database: Database, settings: ReviewSettings,
         with database.session() as session:
             for claimed in pages.claims_of(session, reviewer.id):
                 release(session, claimed, reviewer)
+            sessions.end_session(session, request.session.get("sid"))  # copies of the cookie die too
         request.session.clear()
         return redirect("/sign-in")
 
@@ -194,46 +211,77 @@ def create_app(database: Database, settings: ReviewSettings,
                                               "why_labels": WHY_LABELS,
                                               "filters": filters_query(batch, why)}, reviewer=reviewer)
 
-    @router.get("/next")
-    def next_asset(request: Request, reviewer: Signed, batch: str | None = None,
-                   why: str | None = None) -> Response:
-        batch, why = batch or None, why if why in WHY_LABELS else None
+    def next_target(request: Request, session: Any, reviewer: Reviewer, batch: str | None,
+                    why: str | None, claim_it: bool) -> str:
+        """Where "next" leads: the next asset for this reviewer (claimed when `claim_it`), or the queue."""
         skipped = frozenset(request.session.get("skip", []))
-        with database.session() as session:
-            asset_id = next_for(session, reviewer.id, batch=batch, why=why, skip=skipped,
-                                margin=settings.qc_margin)
+        for _ in range(5):  # a colleague may claim the one we picked between the pick and our claim
+            asset_id = next_for(session, reviewer.id, batch=batch, why=why, skip=skipped, margin=settings.qc_margin)
             if asset_id is None and skipped:
                 request.session["skip"] = []
                 if next_for(session, reviewer.id, batch=batch, why=why, margin=settings.qc_margin) is not None:
                     flash(request, "Only assets you skipped are left; open one from the queue.")
-                    return redirect("/queue" + filters_query(batch, why))
-        if asset_id is None:
-            flash(request, "Nothing is waiting for review" + (" with these filters." if batch or why else "."))
-            return redirect("/queue" + filters_query(batch, why))
-        return redirect(f"/assets/{asset_id}" + filters_query(batch, why))
+                    return "/queue" + filters_query(batch, why)
+            if asset_id is None:
+                break
+            asset = pages.load_asset(session, asset_id)
+            if not claim_it or (asset is not None and claim(session, asset, reviewer,
+                                                            settings.review_claim_minutes).held):
+                return f"/assets/{asset_id}" + filters_query(batch, why)
+        flash(request, "Nothing is waiting for review" + (" with these filters." if batch or why else "."))
+        return "/queue" + filters_query(batch, why)
+
+    @router.get("/next")
+    def next_asset(request: Request, reviewer: Signed, batch: str | None = None,
+                   why: str | None = None) -> Response:
+        """Shows the next asset without claiming it (a GET changes nothing)."""
+        batch, why = batch or None, why if why in WHY_LABELS else None
+        with database.session() as session:
+            return redirect(next_target(request, session, reviewer, batch, why, claim_it=False))
+
+    @router.post("/next")
+    def claim_next(request: Request, reviewer: Signed, batch: Annotated[str, Form(max_length=200)] = "",
+                   why: Annotated[str, Form(max_length=50)] = "") -> Response:
+        """Claims the next asset and opens it ("Start reviewing", and after each decision)."""
+        batch_or_none, why_or_none = batch or None, why if why in WHY_LABELS else None
+        with database.session() as session:
+            return redirect(next_target(request, session, reviewer, batch_or_none, why_or_none, claim_it=True))
+
+    @router.post("/assets/{asset_id:int}/claim")
+    def claim_asset(request: Request, asset_id: AssetId, reviewer: Signed,
+                    batch: Annotated[str, Form(max_length=200)] = "",
+                    why: Annotated[str, Form(max_length=50)] = "") -> Response:
+        with database.session() as session:
+            asset = pages.load_asset(session, asset_id)
+            if asset is None:
+                raise HTTPException(status_code=404, detail=f"there is no asset {asset_id}")
+            held = claim(session, asset, reviewer, settings.review_claim_minutes)
+        if not held.held and held.holder:
+            until = held.expires_at.strftime("%H:%M UTC") if held.expires_at else "?"
+            flash(request, f"Asset {asset_id} is being reviewed by {held.holder} (claimed until {until}).")
+        return redirect(f"/assets/{asset_id}" + filters_query(batch or None, why or None))
 
     @router.get("/assets/{asset_id:int}", response_class=HTMLResponse)
-    def asset_page(request: Request, asset_id: int, reviewer: Signed, batch: str | None = None,
+    def asset_page(request: Request, asset_id: AssetId, reviewer: Signed, batch: str | None = None,
                    why: str | None = None) -> Response:
         batch, why = batch or None, why if why in WHY_LABELS else None
         with database.session() as session:
             asset = pages.load_asset(session, asset_id)
             if asset is None:
                 raise HTTPException(status_code=404, detail=f"there is no asset {asset_id}")
-            held = claim(session, asset, reviewer, settings.review_claim_minutes)
-            if not held.held and held.holder:
-                until = held.expires_at.strftime("%H:%M UTC") if held.expires_at else "?"
-                flash(request, f"Asset {asset_id} is being reviewed by {held.holder} (claimed until "
-                               f"{until}); here is the next one.")
-                return redirect("/next" + filters_query(batch, why))
+            # Viewing claims nothing (a GET changes no state): the claim is a POST, see claim_asset.
+            current = active_claims(session).get(asset.id)
+            mine = current if current is not None and current.reviewer_id == reviewer.id else None
+            other = current if current is not None and mine is None else None
             context = pages.asset_context(session, asset, settings)
+            context["held_by"] = (other.reviewer.username, other.expires_at) if other is not None else None
         return render(request, "asset.html", {
-            **context, "claim": held if held.held else None, "batch": batch, "why": why,
+            **context, "claim": mine, "batch": batch, "why": why,
             "filters": filters_query(batch, why), "reject_reasons": REJECT_REASONS,
         }, reviewer=reviewer)
 
     @router.post("/assets/{asset_id:int}/decision")
-    def decision_post(request: Request, asset_id: int, reviewer: Signed, background: BackgroundTasks,
+    def decision_post(request: Request, asset_id: AssetId, reviewer: Signed, background: BackgroundTasks,
                       decision: Annotated[str, Form(max_length=20)],
                       reason_code: Annotated[str, Form(max_length=50)] = "",
                       notes: Annotated[str, Form(max_length=8000)] = "",
@@ -263,27 +311,28 @@ def create_app(database: Database, settings: ReviewSettings,
             flash(request, f"Asset {asset_id} rejected ({chosen.reason_code}): sent back for regeneration.")
         else:
             flash(request, f"Asset {asset_id} rejected ({chosen.reason_code}).")
-        return redirect("/next" + filters_query(batch or None, why or None))
+        return RedirectResponse("/next", status_code=307)  # POST again: the next asset is claimed
 
     @router.post("/assets/{asset_id:int}/skip")
-    def skip(request: Request, asset_id: int, reviewer: Signed,
+    def skip(request: Request, asset_id: AssetId, reviewer: Signed,
              batch: Annotated[str, Form(max_length=200)] = "",
              why: Annotated[str, Form(max_length=50)] = "") -> Response:
         with database.session() as session:
             release(session, asset_id, reviewer)
         request.session["skip"] = [*request.session.get("skip", [])[-MAX_SKIPPED:], asset_id]
-        return redirect("/next" + filters_query(batch or None, why or None))
+        return RedirectResponse("/next", status_code=307)  # POST again: the next asset is claimed
 
-    @router.get("/media/{asset_id:int}/{kind}")
-    def media(asset_id: int, kind: str, reviewer: Signed) -> Response:
+    @router.api_route("/media/{asset_id:int}/{kind}", methods=["GET", "HEAD"])
+    def media(asset_id: AssetId, kind: str, reviewer: Signed) -> Response:
         with database.session() as session:
-            path = media_file(session, settings.data_root, asset_id, kind)
+            path = media_file(session, settings.data_root, asset_id, kind) \
+                if may_see(session, asset_id, reviewer) else None
         if path is None:
             raise HTTPException(status_code=404, detail="not found")
         # Starlette's FileResponse answers Range requests itself: 206 with Content-Range for one
-        # range, multipart/byteranges for several, 416 for unsatisfiable ones.
-        return FileResponse(path, media_type=content_type(path),
-                            headers={"Cache-Control": "private, max-age=300"})
+        # range, multipart/byteranges for several, 416 for unsatisfiable ones. Never stored: a
+        # signed-out browser must not keep serving the video from its cache.
+        return FileResponse(path, media_type=content_type(path), headers={"Cache-Control": "private, no-store"})
 
     @router.get("/audit", response_class=HTMLResponse)
     def audit(request: Request, admin: Annotated[Reviewer, Depends(require_admin)],

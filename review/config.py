@@ -40,11 +40,23 @@ class ReviewSettings(Settings):
         default=False, description="Mark the session cookie Secure; turn on whenever served over HTTPS."
     )
     review_same_site: str = Field(default="lax", pattern="^(lax|strict)$")
-    review_session_hours: float = 12.0
+    review_session_hours: float = Field(
+        default=12.0, gt=0, description="A session ends this long after sign-in, however busy (absolute lifetime).")
+    review_idle_minutes: float = Field(
+        default=60.0, gt=0, description="A session ends after this long without a request (idle lifetime).")
     review_claim_minutes: float = Field(default=20.0, gt=0)
-    review_login_max_failures: int = Field(default=5, ge=1, description="Per username, per window.")
-    review_login_max_failures_per_ip: int = Field(default=20, ge=1, description="Per address, per window.")
+    review_login_max_failures: int = Field(
+        default=5, ge=1, description="Failures of one username from one address, per window, before that pair "
+        "is refused (the same reviewer elsewhere is not)")
+    review_login_free_failures: int = Field(
+        default=3, ge=0, description="Failures per username, and 10× this per address, before answers slow down")
+    review_login_delay_s: float = Field(
+        default=0.25, ge=0, description="The first slowed answer's delay; it doubles with each further failure")
+    review_login_max_delay_s: float = Field(default=8.0, ge=0, description="The longest delay")
     review_login_window_seconds: int = Field(default=300, ge=1)
+    review_trusted_proxies: list[str] = Field(
+        default_factory=list, description="Addresses of reverse proxies whose X-Forwarded-For names the client "
+        "(empty: the connection's address is the client's)")
     # A rejection for one of these reasons goes back to generation (new seed) while attempts remain
     # (the shared setting max_generation_attempts counts them).
     review_regenerate_reasons: list[str] = Field(default_factory=lambda: ["lip_sync", "artifacts"])

@@ -10,6 +10,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from avatarflow.errors import AvatarflowError
+from avatarflow.text import clean_text
 from db.lifecycle import transition
 from db.models import Asset, GenerationAttempt, Review, Reviewer, utcnow
 from db.review_models import ReviewClaim
@@ -49,7 +50,12 @@ class DecisionOutcome:
     regenerate: bool
 
 
-_RANGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*[-–]\s*(\d+(?:\.\d+)?)\s*$")
+# ASCII digits only (re's \d takes any script's), few enough that a value stays finite: a run
+# of 400 digits would parse as float("inf"), which is not JSON and PostgreSQL refuses.
+_SECONDS = r"([0-9]{1,6}(?:\.[0-9]{1,3})?)"
+_RANGE = re.compile(rf"^\s*{_SECONDS}\s*[-–]\s*{_SECONDS}\s*$")
+# When the video's length is unknown a range is still bounded: no video is longer than a day.
+MAX_SECONDS = 86_400.0
 
 
 def parse_time_ranges(text: str, duration: float | None) -> list[dict[str, float]]:
@@ -64,6 +70,8 @@ def parse_time_ranges(text: str, duration: float | None) -> list[dict[str, float
             raise InvalidDecision(f"time range {part!r} ends before it starts")
         if duration is not None and end > duration + DURATION_SLACK:
             raise InvalidDecision(f"time range {part!r} runs past the end of the video ({duration:.2f} s)")
+        if end > MAX_SECONDS:
+            raise InvalidDecision(f"time range {part!r} ends after {MAX_SECONDS:.0f} s, past any video")
         ranges.append({"start": round(start, 3), "end": round(end, 3)})
     if len(ranges) > MAX_RANGES:
         raise InvalidDecision(f"at most {MAX_RANGES} time ranges")
@@ -73,7 +81,7 @@ def parse_time_ranges(text: str, duration: float | None) -> list[dict[str, float
 def make_decision(verdict: str, reason_code: str | None, notes: str | None, ranges_text: str | None,
                   duration: float | None) -> Decision:
     """Validate the submitted form into a Decision (nothing is written)."""
-    notes = (notes or "").strip()
+    notes = clean_text(notes or "").strip()
     if len(notes) > MAX_NOTES:
         raise InvalidDecision(f"notes are limited to {MAX_NOTES} characters")
     ranges = parse_time_ranges(ranges_text or "", duration)

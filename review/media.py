@@ -16,7 +16,8 @@ from sqlalchemy.orm import Session
 from avatarflow import media, records
 from avatarflow.errors import AvatarflowError
 from avatarflow.records import Crop
-from db.models import Asset, Rendition
+from db.models import Asset, Rendition, Review, Reviewer
+from db.states import AssetState
 
 RENDITION_KINDS = ("web", "small", "poster", "thumb")
 MEDIA_KINDS = (*RENDITION_KINDS, "portrait")
@@ -28,6 +29,19 @@ CONTENT_TYPES = {
     ".jpeg": "image/jpeg",
     ".webp": "image/webp",
 }
+
+
+def may_see(session: Session, asset_id: int, reviewer: Reviewer) -> bool:
+    """Admins see every asset's media; a reviewer only what waits for review or what they decided."""
+    if reviewer.role == "admin":
+        return True
+    asset = session.get(Asset, asset_id)
+    if asset is None:
+        return False
+    if asset.state == AssetState.REVIEW_PENDING.value:
+        return True
+    return session.scalar(select(Review.id).where(Review.asset_id == asset_id, Review.reviewer_id == reviewer.id)
+                          .limit(1)) is not None
 
 
 def media_file(session: Session, data_root: Path, asset_id: int, kind: str) -> Path | None:

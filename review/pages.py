@@ -50,10 +50,24 @@ def label(asset: Asset) -> str:
     return asset.external_id or asset.key[:12]
 
 
+# Ids are 64-bit integers on PostgreSQL and SQLite alike: anything longer or not ASCII digits
+# names nothing (str.isdigit() accepts "²", and SQLite cannot bind a 20-digit number).
+MAX_ID = 2**63 - 1
+
+
+def as_id(text: str | None) -> int | None:
+    """The id `text` spells in ASCII digits, if it is one a database could hold; else None."""
+    text = (text or "").strip()
+    if not (text.isascii() and text.isdigit()) or len(text) > 19:
+        return None
+    value = int(text)
+    return value if 0 < value <= MAX_ID else None
+
+
 def batch_name(session: Session, ref: str | None) -> str | None:
     """Batch filters may name a batch or give its id (the pipeline's artifact links use the id)."""
-    if ref and ref.isdigit():
-        found = session.get(Batch, int(ref))
+    if (batch_id := as_id(ref)) is not None:
+        found = session.get(Batch, batch_id)
         if found is not None:
             return found.name
     return ref
@@ -125,16 +139,16 @@ def asset_context(session: Session, asset: Asset, settings: ReviewSettings) -> d
 def audit_context(session: Session, *, asset: str, actor: str, state: str, reason: str,
                   before: str) -> dict[str, Any]:
     query = select(Event).order_by(Event.id.desc()).limit(AUDIT_PAGE + 1)
-    if asset.strip().isdigit():
-        query = query.where(Event.asset_id == int(asset))
+    if (asset_id := as_id(asset)) is not None:
+        query = query.where(Event.asset_id == asset_id)
     if actor.strip():
         query = query.where(Event.actor.contains(actor.strip(), autoescape=True))
     if state in {s.value for s in AssetState}:
         query = query.where(Event.to_state == state)
     if reason.strip():
         query = query.where(Event.reason.contains(reason.strip(), autoescape=True))
-    if before.strip().isdigit():
-        query = query.where(Event.id < int(before))
+    if (before_id := as_id(before)) is not None:
+        query = query.where(Event.id < before_id)
     events = list(session.scalars(query))
     more = len(events) > AUDIT_PAGE
     events = events[:AUDIT_PAGE]

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import secrets
 from typing import Any
 
 from fastapi import HTTPException, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+log = logging.getLogger("avatarflow.review")
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
@@ -70,7 +73,7 @@ _HEADERS = [
 
 
 class SecurityHeaders:
-    """Adds the headers above to every response; pages (not media or static) are never cached."""
+    """Adds the headers above to every response; only static files may be cached."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -86,9 +89,41 @@ class SecurityHeaders:
                 headers = list(message.get("headers", []))
                 names = {name.lower() for name, _ in headers}
                 headers += [(n, v) for n, v in _HEADERS if n not in names]
-                if not path.startswith(("/media/", "/static/")) and b"cache-control" not in names:
+                # Nothing but the static files is stored, errors included (a 401 or 404 for media too).
+                if not path.startswith("/static/") and b"cache-control" not in names:
                     headers.append((b"cache-control", b"no-store"))
                 message["headers"] = headers
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+class ErrorPage:
+    """Turns an unhandled exception into a plain 500 inside the middleware stack.
+
+    Starlette answers a crash in its outermost layer, outside `SecurityHeaders`, so the 500 would
+    carry none of the security headers; caught here, it passes through them like any response."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking)
+        except Exception:
+            log.exception("review app: %s %s failed", scope.get("method"), scope.get("path"))
+            if started:
+                raise  # the response is under way: nothing sane can be sent any more
+            await send({"type": "http.response.start", "status": 500,
+                        "headers": [(b"content-type", b"text/plain; charset=utf-8")]})
+            await send({"type": "http.response.body", "body": b"internal error; it has been logged"})

@@ -26,6 +26,9 @@ from avatarflow.storage import atomic_path, safe_name
 
 GENERATOR_SAMPLE_RATE = 16_000
 PROBE_TIMEOUT_S = 60.0
+# Caps checked before decoding (AVATARFLOW_AUDIO_MAX_SECONDS / _MAX_BYTES set them per deployment).
+MAX_SECONDS = 3600.0
+MAX_BYTES = 2_000_000_000
 
 # Voice activity detection (energy based, adaptive thresholds, hysteresis and hangover).
 FRAME_S = 0.025
@@ -61,7 +64,7 @@ PAUSE_GOOD_S = 0.4  # a pause this long is a clean cut; a longer one is no bette
 class AudioError(AvatarflowError):
     """The audio cannot be turned into generator input; `code` says why, the message what to do.
 
-    Codes: no_audio_stream, unreadable_audio, silent, too_short, timeout.
+    Codes: no_audio_stream, unreadable_audio, silent, too_short, too_long, too_large, timeout.
     """
 
     def __init__(self, code: str, message: str) -> None:
@@ -201,12 +204,20 @@ _AUDIO_PROBE_ERRORS = {
 }
 
 
-def _decode(path: Path, info: AudioInfo, timeout_s: float) -> tuple[np.ndarray, str]:
-    """First audio stream at its own rate, float32 (frames, channels), and decoder complaints."""
+def _too_long(name: str, seconds: float, limit: float, *, at_least: bool = False) -> str:
+    return (f"{name} lasts {'more than ' if at_least else ''}{seconds / 60:.1f} min, more than the "
+            f"{limit / 60:g} min allowed (AVATARFLOW_AUDIO_MAX_SECONDS raises it); cut the speech into parts "
+            "of at most that length and submit each")
+
+
+def _decode(path: Path, info: AudioInfo, timeout_s: float, *, limit_s: float | None = None) -> tuple[np.ndarray, str]:
+    """First audio stream at its own rate, float32 (frames, channels), and decoder complaints;
+    at most `limit_s` seconds of it (the rest is never decoded)."""
     # ffmpeg folds surround to stereo (it knows the channel layout); mono and stereo stay as is.
     channels = min(info.channels, 2)
+    limit = ["-t", f"{limit_s:.3f}"] if limit_s is not None else []
     cmd = ["ffmpeg", "-nostdin", "-hide_banner", "-v", "error", "-i", _ff_input(path),
-           "-map", "0:a:0", "-ac", str(channels), "-ar", str(info.sample_rate),
+           "-map", "0:a:0", *limit, "-ac", str(channels), "-ar", str(info.sample_rate),
            "-f", "f32le", "-c:a", "pcm_f32le", "pipe:1"]  # fmt: skip
     out, err, rc = _run(cmd, timeout_s=timeout_s, path=path, what="decoding with ffmpeg")
     if rc != 0:
@@ -455,15 +466,29 @@ def prepare_audio(
     min_seconds: float = 1.0,
     max_edge_silence_s: float = 0.5,
     ffmpeg_timeout_s: float = 300.0,
+    max_seconds: float = MAX_SECONDS,
+    max_bytes: int = MAX_BYTES,
 ) -> PreparedAudio:
-    """Decode `src`, trim edge silence, normalise loudness, write a mono s16 WAV to `out_path`."""
+    """Decode `src`, trim edge silence, normalise loudness, write a mono s16 WAV to `out_path`.
+
+    Files over `max_bytes`, or whose header says they last over `max_seconds`, are refused before
+    anything is decoded; the decoder stops just past `max_seconds` whatever the header says, so
+    memory is bounded by the cap (a header that lies is caught by the decoded length)."""
     src, out_path = Path(src), Path(out_path)
     _refuse_plus(out_path)
     if out_path.suffix.lower() != ".wav":
         raise ValueError(f"{out_path}: prepared audio is a WAV file; give it a .wav name")
     name = src.name
+    if src.is_file() and (size := src.stat().st_size) > max_bytes:
+        raise AudioError("too_large", f"{name} is {size / 1e9:.2f} GB, more than the {max_bytes / 1e9:g} GB allowed "
+                                      "(AVATARFLOW_AUDIO_MAX_BYTES raises it); send the speech alone, as FLAC or "
+                                      "MP3, or cut into parts")
     info = probe_audio(src, timeout_s=min(PROBE_TIMEOUT_S, ffmpeg_timeout_s))
-    native, complaints = _decode(src, info, ffmpeg_timeout_s)
+    if info.duration_s > max_seconds:
+        raise AudioError("too_long", _too_long(name, info.duration_s, max_seconds))
+    native, complaints = _decode(src, info, ffmpeg_timeout_s, limit_s=max_seconds + 1.0)
+    if native.shape[0] / info.sample_rate > max_seconds:  # the header said less than it holds
+        raise AudioError("too_long", _too_long(name, native.shape[0] / info.sample_rate, max_seconds, at_least=True))
     warnings: list[str] = []
     if complaints:
         warnings.append(

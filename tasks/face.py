@@ -36,7 +36,7 @@ from tasks.face_crop import (
 )
 from tasks.face_detectors import default_detector
 from tasks.face_types import FaceDetector, FaceError
-from tasks.images import apply_icc, read_portrait, save_image
+from tasks.images import MAX_PIXELS, apply_icc, read_portrait, save_image
 
 __all__ = ["FaceCrop", "crop_face"]
 
@@ -100,6 +100,7 @@ def crop_face(
     min_face_px: int = 64,
     detector: FaceDetector | None = None,
     pad_mode: str = "blur",
+    max_pixels: int = MAX_PIXELS,
 ) -> FaceCrop:
     """Write a size×size RGB head-and-shoulders crop of the main face in `image_path` to `out_path`.
 
@@ -116,7 +117,7 @@ def crop_face(
     image_path, out_path = Path(image_path), Path(out_path)
     name = image_path.name
     detector = detector if detector is not None else default_detector()
-    rgb, warnings, to_srgb = read_portrait(image_path)
+    rgb, warnings, to_srgb = read_portrait(image_path, max_pixels=max_pixels)
     h, w = rgb.shape[:2]
 
     # Detect on a smaller copy of big images; scale the results back to source pixels.

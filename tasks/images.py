@@ -18,13 +18,19 @@ from tasks.face_types import FaceError
 GREY = (128, 128, 128)  # neutral background for transparent pixels and refused tiles
 
 
-def load_portrait(image_path: Path) -> tuple[np.ndarray, list[str]]:
+# A portrait needs a few megapixels; more only costs memory (≈ 3 bytes per pixel decoded, and
+# copies on the way). Checked from the header, before anything is decoded.
+MAX_PIXELS = 100_000_000
+
+
+def load_portrait(image_path: Path, *, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, list[str]]:
     """Read any still image as upright 8-bit sRGB (H, W, 3), with notes about what was converted."""
-    rgb, notes, to_srgb = read_portrait(Path(image_path))
+    rgb, notes, to_srgb = read_portrait(Path(image_path), max_pixels=max_pixels)
     return apply_icc(rgb, to_srgb), notes
 
 
-def read_portrait(image_path: Path) -> tuple[np.ndarray, list[str], ImageCms.ImageCmsTransform | None]:
+def read_portrait(image_path: Path, *, max_pixels: int = MAX_PIXELS,
+                  ) -> tuple[np.ndarray, list[str], ImageCms.ImageCmsTransform | None]:
     """Upright 8-bit RGB pixels, notes, and the sRGB transform still to apply to them (if any).
 
     Colour management of RGB photos (Display P3 from phones is common) is returned rather than
@@ -38,6 +44,14 @@ def read_portrait(image_path: Path) -> tuple[np.ndarray, list[str], ImageCms.Ima
     notes: list[str] = []
     try:
         with Image.open(image_path) as opened:
+            width, height = opened.size  # from the header: nothing is decoded yet
+            if width * height > max_pixels:
+                raise FaceError(
+                    "image_too_large",
+                    f"{name} is {width}×{height} = {width * height / 1e6:.0f} megapixels, more than the "
+                    f"{max_pixels / 1e6:g} allowed (AVATARFLOW_IMAGE_MAX_PIXELS raises it); a portrait needs "
+                    "no more than about 2000 px a side: send a smaller copy.",
+                )
             opened.load()  # decode now: truncated files fail here rather than half-way through
             try:
                 upright = ImageOps.exif_transpose(opened)
@@ -50,7 +64,8 @@ def read_portrait(image_path: Path) -> tuple[np.ndarray, list[str], ImageCms.Ima
     except Image.DecompressionBombError as exc:
         raise FaceError(
             "image_too_large",
-            f"{name} is too large to open safely ({exc}). Send a photo under 100 megapixels.",
+            f"{name} is too large to open safely: past Pillow's decompression-bomb limit of "
+            f"{2 * (Image.MAX_IMAGE_PIXELS or 0) / 1e6:.0f} megapixels ({exc}). Send a smaller copy.",
         ) from exc
     except UnidentifiedImageError as exc:
         raise FaceError(

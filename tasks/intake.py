@@ -485,7 +485,8 @@ def submit(
     """Read, validate and register one manifest (file or folder)."""
     manifest = manifest.expanduser().resolve()
     base = manifest if manifest.is_dir() else manifest.parent
-    roots = list(input_roots) or [base]
+    # Resolved like the files they must contain: a root given through a symlink still holds them.
+    roots = [Path(root).expanduser().resolve() for root in input_roots] or [base]
     raw_rows, problems = read_manifest(manifest)
     specs, row_problems = validate_rows(
         raw_rows, base=base, roots=roots, templates=templates or TemplateLibrary(),

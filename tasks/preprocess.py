@@ -62,6 +62,7 @@ def face_crop(image: Path, image_sha256: str, storage: Storage, settings: Settin
     if crop_path.exists() and meta_path.exists():
         return crop_path, json.loads(meta_path.read_text()), True
     crop = crop_face(image, crop_path, min_face_px=settings.face_min_px, detector=detector,
+                     max_pixels=settings.image_max_pixels,
                      pad_mode=settings.face_pad_mode)
     details = crop.to_dict()
     atomic_write_bytes(meta_path, json.dumps(details).encode())
@@ -75,7 +76,9 @@ def speech(audio: Path, audio_sha256: str, storage: Storage, settings: Settings)
     if wav_path.exists() and meta_path.exists():
         return wav_path, json.loads(meta_path.read_text()), True
     prepared: PreparedAudio = prepare_audio(audio, wav_path, target_lufs=settings.audio_target_lufs,
-                                            min_seconds=settings.audio_min_seconds)
+                                            min_seconds=settings.audio_min_seconds,
+                                            max_seconds=settings.audio_max_seconds,
+                                            max_bytes=settings.audio_max_bytes)
     details = prepared.to_dict()
     atomic_write_bytes(meta_path, json.dumps(details).encode())
     return wav_path, details, False

@@ -17,6 +17,7 @@ from jinja2 import StrictUndefined, Template, TemplateError
 from jinja2.sandbox import SandboxedEnvironment
 
 from avatarflow.errors import AvatarflowError
+from avatarflow.text import clean_text
 
 BUILTIN_TEMPLATES = Path(__file__).with_name("templates")
 DEFAULT_TEMPLATE = "default"
@@ -120,8 +121,8 @@ class TemplateLibrary:
 
 
 def check_prompt(text: str, *, max_length: int = 1000) -> str:
-    """Normalise whitespace and enforce the length limits; return the prompt."""
-    prompt = " ".join((text or "").split())
+    """Normalise whitespace, drop bidi and control characters, enforce the length limits."""
+    prompt = " ".join(clean_text(text or "").split())
     if not prompt:
         raise PromptError("the prompt is empty; give a prompt or a template")
     if len(prompt) < MIN_PROMPT_CHARS:

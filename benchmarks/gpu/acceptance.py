@@ -39,6 +39,7 @@ sys.path.insert(0, str(ROOT))
 from avatarflow.media import wav_samples
 from inference import liveavatar_checks, processes
 from inference.engine import GenerationRequest, GenerationResult, GpuGang, Progress
+from inference.gpus import NvmlSampler, parse_gangs
 from inference.liveavatar import LiveAvatarEngine
 from inference.liveavatar_config import LiveAvatarConfig
 from inference.liveavatar_facts import VAE_CHECKPOINT
@@ -66,7 +67,7 @@ class Job:
 class Run:
     """One named item of the acceptance run."""
 
-    mode: str  # per_job, warm, warm_kill, rank_kill, mixed, missing_weights, probe
+    mode: str  # per_job, warm, warm_kill, rank_kill, mixed, packed, missing_weights, probe
     jobs: tuple[Job, ...]
     estimate_s: float  # wall time to budget for it (load included)
     note: str = ""
@@ -108,6 +109,9 @@ RUNS: dict[str, Run] = {
     "mixed-gangs-8-gpus": Run("mixed", (Job("standard", "speech_25s.wav"), Job("preview", "speech_6s.wav"),
                                         Job("preview", "speech_6s.wav"), Job("preview", "speech_6s.wav")), 420,
                               note="a 5-GPU gang (GPUs 0-4) and three 1-GPU gangs (5, 6, 7) at the same time"),
+    "packed-two-previews": Run("packed", (Job("preview", "speech_6s.wav"),), 380,
+                               "two warm workers on GPU 0 (AVATARFLOW_GANGS=\"0x2\"): both load and make a "
+                               "preview at once, then one alone, then both at once again"),
     "missing-weights": Run("missing_weights", (Job("preview", "speech_6s.wav"),), 90,
                            "Wan2.1_VAE.pth renamed away: avatarflow refuses before launching; then "
                            "the real loader's own error, with avatarflow's weight check bypassed"),
@@ -262,7 +266,7 @@ def run_per_job(args: argparse.Namespace, name: str, run: Run, emit: Emit) -> No
 def run_warm(args: argparse.Namespace, name: str, run: Run, emit: Emit) -> None:
     config = make_config(args)
     engine = WarmWorkerEngine(config, run.gang, worker_log=args.work / "jobs" / f"{name}-worker.log",
-                              load_timeout_s=args.job_timeout_s)
+                              load_timeout_s=args.job_timeout_s, backend=args.warm_backend)
     try:
         for i, job in enumerate(run.jobs):
             request = make_request(args, job, f"{name}-{i + 1}-{job.preset}-{Path(job.speech).stem}")
@@ -379,6 +383,57 @@ def run_mixed(args: argparse.Namespace, name: str, run: Run, emit: Emit) -> None
         thread.join()
 
 
+def _device_now(device: int) -> dict[str, Any]:
+    """One NVML reading of `device`: memory used (MiB) and utilisation, for between phases."""
+    sampler = NvmlSampler((device,)).start()
+    summary = sampler.stop()
+    return {"used_mb": summary.peak_memory_mb.get(str(device), summary.peak_memory_mb.get(device)),
+            "unavailable": sampler.unavailable_reason or None}
+
+
+def run_packed(args: argparse.Namespace, name: str, run: Run, emit: Emit) -> None:
+    """Two warm workers packed on one GPU (gangs gang0.1 and gang0.2 of "0x2"): throughput of two
+    preview jobs at once against one alone, the GPU's peak memory and utilisation in each phase."""
+    job = run.jobs[0]
+    gangs = parse_gangs("0x2")
+    engines = [WarmWorkerEngine(make_config(args), gang, worker_log=args.work / "jobs" / f"{name}-{gang.name}.log",
+                                load_timeout_s=args.job_timeout_s, backend=args.warm_backend) for gang in gangs]
+    lock = threading.Lock()
+
+    def phase(label: str, which: list[int]) -> None:
+        sampler = NvmlSampler(gangs[0].devices, interval_s=0.25).start()
+        begun = time.monotonic()
+        walls: list[float] = []
+
+        def one(i: int) -> None:
+            request = make_request(args, job, f"{name}-{label}-{gangs[i].name}")
+            started = time.monotonic()
+            result = engines[i].generate(request, gangs[i])
+            with lock:
+                walls.append(time.monotonic() - started)
+                emit(job_record(name, job, request, result, started, gangs[i], phase=label,
+                                began_at=round(started - begun, 2), worker_starts=engines[i]._starts))
+
+        threads = [threading.Thread(target=one, args=(i,)) for i in which]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        summary = sampler.stop()
+        emit({"run": name, "phase": label, "ok": True, "jobs": len(which), "wall_s": round(time.monotonic() - begun, 2),
+              "job_walls_s": [round(w, 2) for w in walls], "device_peak_mb": summary.peak_memory_mb,
+              "mean_utilisation": summary.mean_utilisation, "samples": summary.samples,
+              "after": _device_now(gangs[0].devices[0])})
+
+    try:
+        phase("pair-with-loads", [0, 1])
+        phase("one-alone-warm", [0])
+        phase("pair-warm", [0, 1])
+    finally:
+        for engine in engines:
+            engine.close()
+
+
 def run_missing_weights(args: argparse.Namespace, name: str, run: Run, emit: Emit) -> None:
     job = run.jobs[0]
     config = make_config(args)
@@ -414,7 +469,7 @@ def run_probe(args: argparse.Namespace, name: str, run: Run, emit: Emit) -> None
 
 
 RUNNERS = {"per_job": run_per_job, "warm": run_warm, "warm_kill": run_warm_kill, "rank_kill": run_rank_kill,
-           "mixed": run_mixed, "missing_weights": run_missing_weights, "probe": run_probe}
+           "mixed": run_mixed, "packed": run_packed, "missing_weights": run_missing_weights, "probe": run_probe}
 
 
 # ------------------------------------------------------------------------------------------
@@ -439,6 +494,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="start no run whose estimate ends after this many seconds")
     parser.add_argument("--job-timeout-s", type=float, default=900.0)
     parser.add_argument("--torchrun", type=Path, default=None, help="default: torchrun on PATH")
+    parser.add_argument("--warm-backend", choices=("liveavatar", "fake"), default="liveavatar",
+                        help="the warm worker's backend: the real pipeline, or the tests' named fake (no model)")
     args = parser.parse_args(argv)
     args.liveavatar, args.weights, args.inputs = (p.resolve() for p in (args.liveavatar, args.weights,
                                                                        args.inputs))

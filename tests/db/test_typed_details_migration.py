@@ -10,11 +10,11 @@ from __future__ import annotations
 import hashlib
 
 from alembic import command
-from sqlalchemy import select
+from sqlalchemy import insert, select
 
 from avatarflow import records
 from avatarflow.records import Crop, Generation, Plan, Run, Speech
-from db.models import Asset, Batch, Event
+from db.models import Asset, Batch, Event, utcnow
 from db.session import Database, alembic_config
 
 FACE = {"out_path": "/d/cache/faces/k.png", "source_size": [910, 1137], "face_box": [352.7, 145.5, 632.5, 425.3],
@@ -38,21 +38,29 @@ OLD = {
 }
 
 
+def insert_old_assets(database: Database, details: dict[str, dict], state: str = "submitted") -> None:
+    """Assets as an old schema holds them: only the columns it had (Core, not the current ORM)."""
+    assets, events = Asset.__table__, Event.__table__
+    with database.engine.begin() as connection:
+        batch_id = connection.execute(insert(Batch.__table__).values(name="old", created_by="test",
+                                                                     created_at=utcnow())).inserted_primary_key[0]
+        for name, value in details.items():
+            asset_id = connection.execute(insert(assets).values(
+                key=hashlib.sha256(name.encode()).hexdigest(), batch_id=batch_id, external_id=name,
+                image_path="/in/x.jpg", image_sha256="0" * 64, audio_path="/in/x.wav", audio_sha256="1" * 64,
+                prompt="p", template_vars={}, preset="standard", priority=0, tags=[], state=state,
+                details=value, version=1, created_at=utcnow(), updated_at=utcnow())).inserted_primary_key[0]
+            connection.execute(insert(events).values(asset_id=asset_id, at=utcnow(), actor="test",
+                                                     from_state=None, to_state="submitted", data={}))
+
+
 def test_old_details_become_typed_records_and_back(db_url):
     database = Database(db_url)
     config = alembic_config(db_url)
     with database.engine.begin() as connection:
         config.attributes["connection"] = connection
         command.upgrade(config, "0002")
-    with database.session() as session:
-        batch = Batch(name="old", created_by="test")
-        session.add(batch)
-        for name, details in OLD.items():
-            asset = Asset(key=hashlib.sha256(name.encode()).hexdigest(), batch=batch, external_id=name,
-                          image_path="/in/x.jpg", image_sha256="0" * 64, audio_path="/in/x.wav",
-                          audio_sha256="1" * 64, prompt="p", preset="standard", details=details)
-            session.add(asset)
-            session.add(Event(asset=asset, actor="test", from_state=None, to_state="submitted"))
+    insert_old_assets(database, OLD)
     database.migrate()
     assert database.current_revision() == database.head_revision()
 
@@ -75,10 +83,25 @@ def test_old_details_become_typed_records_and_back(db_url):
     with database.engine.begin() as connection:
         config.attributes["connection"] = connection
         command.downgrade(config, "0002")
-    with database.session() as session:
-        back = {a.external_id: a.details for a in session.scalars(select(Asset))}
+    with database.engine.connect() as connection:  # the old schema: Core, not the current ORM
+        assets = Asset.__table__
+        back = dict(connection.execute(select(assets.c.external_id, assets.c.details)).all())
     assert back["routed"]["video_path"] == OLD["routed"]["video_path"] and back["routed"]["plan"]["seed"] == 1234
     assert back["preprocessed"]["crop_path"] == OLD["preprocessed"]["crop_path"]
     assert back["preprocessed"]["warnings"] == ["face: 2 faces"]
     assert back["segment"]["audio"]["start_s"] == 0.0 and back["segment"]["audio"]["end_s"] == 9.5
     database.dispose()
+
+
+def test_migration_0006_gives_waiting_videos_their_gpu_work(db_url):
+    """Videos planned before longest-first claiming keep their place in the queue."""
+    database = Database(db_url)
+    config = alembic_config(db_url)
+    with database.engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0005")
+    insert_old_assets(database, {"planned": {"plan": PLAN}, "unplanned": {}}, state="planned")
+    database.migrate()
+    with database.session() as session:
+        work = {a.external_id: a.gpu_work for a in session.scalars(select(Asset))}
+    assert work == {"planned": round(3 * 688 * 368 / 1e6, 4), "unplanned": None}

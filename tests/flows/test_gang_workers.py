@@ -84,8 +84,16 @@ def test_gang_workers_share_batches_survive_an_outage_a_kill_and_drain(prefect_s
     env = dict(os.environ, PREFECT_API_URL=prefect_server)
     logs = tmp_path / "logs"
     logs.mkdir()
-    workers = {host: start_worker(env, host, logs / f"{host}.log") for host in ("host-a", "host-b")}
     flows = {name: start_flow(env, name, logs / f"flow-{name}.log") for name in ("one", "two")}
+
+    def planned() -> bool:
+        with database.session() as session:
+            return session.scalar(select(func.count(Asset.id)).where(Asset.state == "planned")) == 8
+
+    # The flows prepare every video before a gang exists, so that the queue holds both batches
+    # when the workers start: the older batch first, which both free workers then share.
+    wait_for(planned, 240, "both batches planned")
+    workers = {host: start_worker(env, host, logs / f"{host}.log") for host in ("host-a", "host-b")}
 
     def generated() -> int:
         with database.session() as session:
@@ -149,8 +157,10 @@ def test_gang_workers_share_batches_survive_an_outage_a_kill_and_drain(prefect_s
                                            .join(Asset, GenerationAttempt.asset_id == Asset.id)
                                            .join(Batch, Asset.batch_id == Batch.id)):
             batches_by_host.setdefault(host, set()).add(batch)
-        # Both gangs generated, and between them both batches (which gang takes which video is
-        # the queue's business: whoever is free takes the next).
+        # Both gangs took jobs of the older batch (both started on it: it is first in the queue), and
+        # between them both batches (which gang takes which later video is the queue's business:
+        # whoever is free takes the next).
+        assert all("one" in batches for batches in batches_by_host.values()), batches_by_host
         assert set(batches_by_host) == {"host-a", "host-b"}
         assert set().union(*batches_by_host.values()) == {"one", "two"}
         # The killed job was finished by another worker (host-b, or host-a's new worker: whichever

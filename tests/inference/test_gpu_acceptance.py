@@ -79,3 +79,24 @@ def test_the_pipeline_runs_of_the_harness(tmp_path, inputs, monkeypatch):
     assert job["fps_total"] > 0 and job["planner_gb"] < 60  # a pipeline rank's prediction
     assert killed["killed"]["pid"] and killed["failure"]["kind"] in ("worker_died", "nccl_hang")
     assert killed["processes_left"] == []
+
+
+def test_the_packed_run_of_the_harness(tmp_path, inputs, monkeypatch):
+    """Two warm workers on one GPU ("0x2"): three phases, each job on its own gang, loaded once each."""
+    weights = tmp_path / "weights"
+    make_checkpoint(weights / "Wan2.2-S2V-14B")
+    make_lora(weights / "liveavatar.safetensors")
+    monkeypatch.setenv("PYTHONPATH", str(FAKES / "fake_env"))
+    harness = _harness()
+    work = tmp_path / "work"
+    assert harness.main(["--liveavatar", str(FAKES), "--weights", str(weights), "--inputs", str(inputs),
+                         "--work", str(work), "--torchrun", str(FAKES / "torchrun"),
+                         "--runs", "packed-two-previews", "--warm-backend", "fake"]) == 0
+    records = [json.loads(line) for line in (work / "results.jsonl").read_text().splitlines()]
+    phases = [r for r in records if "phase" in r and "jobs" in r]
+    jobs = [r for r in records if "jobs" not in r]
+    assert [(p["phase"], p["jobs"]) for p in phases] == [("pair-with-loads", 2), ("one-alone-warm", 1),
+                                                          ("pair-warm", 2)]
+    assert all(j["ok"] for j in jobs) and len(jobs) == 5, [j.get("failure") or j.get("harness_error") for j in jobs]
+    assert sorted(j["gang"] for j in jobs) == ["gang0.1"] * 3 + ["gang0.2"] * 2
+    assert {j["worker_starts"] for j in jobs} == {1}  # each worker loaded once for all its jobs

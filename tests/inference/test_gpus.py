@@ -12,6 +12,7 @@ import pytest
 
 from avatarflow.errors import ConfigurationError
 from inference import gpus as gpus_module
+from inference.gangs import limit_name
 from inference.gpus import (
     GpuInventory,
     NvidiaSmiError,
@@ -291,3 +292,21 @@ def test_parses_output_captured_on_a_real_h100():
     assert gpu.name == "NVIDIA H100 80GB HBM3"
     assert gpu.memory_total_mb == 81559 and gpu.compute_capability == (9, 0)
     assert gpu.uuid.startswith("GPU-")
+
+
+def test_a_packed_gpu_is_one_gang_per_worker_each_its_own_slot():
+    gangs = parse_gangs("0x2;1;2-6")
+    assert [(g.name, g.devices, g.shares) for g in gangs] == [
+        ("gang0.1", (0,), 2), ("gang0.2", (0,), 2), ("gang1", (1,), 1), ("gang2-6", (2, 3, 4, 5, 6), 1)]
+    assert len({limit_name(g) for g in gangs}) == 4
+    assert [g.name for g in parse_gangs("0x1")] == ["gang0"]
+
+
+@pytest.mark.parametrize(("spec", "message"), [
+    ("1-5x2", "only a one-GPU gang can be packed"),
+    ("0;0x2", 'write "0x2" to pack it'),
+    ("0x0", "at least 1"),
+])
+def test_packing_that_cannot_work_is_refused(spec, message):
+    with pytest.raises(ConfigurationError, match=message):
+        parse_gangs(spec)

@@ -32,7 +32,8 @@ def review_settings(tmp_path):
         review_secret="test-secret-" + "x" * 40,
         review_claim_minutes=10,
         review_login_max_failures=5,
-        review_login_max_failures_per_ip=8,
+        review_login_free_failures=3,
+        review_login_delay_s=0.0,  # no waiting in tests; the delay itself is tested on its own
         review_login_window_seconds=300,
         review_regenerate_reasons=["lip_sync", "artifacts"],
         max_generation_attempts=3,
@@ -274,10 +275,17 @@ class Server:
         self.thread.join(timeout=10)
 
 
+def claimed(client, asset_id: int, **params: str):
+    """Open an asset and claim it with the page's button (a POST, as the browser does); returns the page."""
+    page = client.get(f"/assets/{asset_id}", params=params)
+    client.post(f"/assets/{asset_id}/claim", data={"csrf_token": csrf_of(page.text), **params})
+    return client.get(f"/assets/{asset_id}", params=params)
+
+
 @pytest.fixture(scope="session")
 def kit():
     """The helpers above for test modules (tests/review is not importable as a package)."""
     from types import SimpleNamespace
 
     return SimpleNamespace(PASSWORD=PASSWORD, PendingSpec=PendingSpec, put_in_review=put_in_review,
-                           csrf_of=csrf_of, sign_in=sign_in, Server=Server)
+                           csrf_of=csrf_of, sign_in=sign_in, Server=Server, claimed=claimed)

@@ -21,7 +21,7 @@ def state_of(database, asset_id: int) -> str:
 
 
 def decide(client, kit, asset_id: int, **form):
-    page = client.get(f"/assets/{asset_id}")
+    page = kit.claimed(client, asset_id)
     assert page.url.path == f"/assets/{asset_id}", page.url
     return client.post(f"/assets/{asset_id}/decision", data={"csrf_token": kit.csrf_of(page.text), **form},
                        follow_redirects=False)
@@ -34,7 +34,8 @@ def test_approve_records_review_and_event_then_starts_delivery(signed_in, pendin
     asset_id = pending("a")
     alice = signed_in("alice")
     response = decide(alice, kit, asset_id, decision="approve", notes="Looks good.", time_ranges="0.2-0.4")
-    assert response.status_code == 303 and response.headers["location"] == "/next"
+    # 307: the browser posts the same form to /next, which claims the next asset
+    assert response.status_code == 307 and response.headers["location"] == "/next"
     assert alice.actions.calls == [("approved", [asset_id], None)]
     with database.session() as session:
         review = session.scalars(select(Review)).one()
@@ -57,7 +58,7 @@ def test_reject_regenerates_when_it_can_help(signed_in, pending, database, kit, 
                                              regenerate):
     asset_id = pending("a", attempts=attempts)
     alice = signed_in("alice")
-    assert decide(alice, kit, asset_id, decision="reject", reason_code=reason).status_code == 303
+    assert decide(alice, kit, asset_id, decision="reject", reason_code=reason).status_code == 307
     assert state_of(database, asset_id) == state
     assert alice.actions.calls == [("rejected", asset_id, regenerate)]
     with database.session() as session:
@@ -100,42 +101,45 @@ def test_after_a_decision_the_next_asset_opens(signed_in, pending, kit):
 def test_skip_releases_the_claim_and_opens_another(signed_in, pending, kit):
     first, second = pending("a", priority=2), pending("b", priority=1)
     alice, bob = signed_in("alice"), signed_in("bob")
-    page = alice.get("/next", follow_redirects=True)
-    assert page.url.path == f"/assets/{first}"
+    queue = alice.get("/queue")
+    page = alice.post("/next", data={"csrf_token": kit.csrf_of(queue.text)})
+    assert page.url.path == f"/assets/{first}" and 'id="decide-form"' in page.text
     skipped = alice.post(f"/assets/{first}/skip", data={"csrf_token": kit.csrf_of(page.text)})
-    assert skipped.url.path == f"/assets/{second}"
+    assert skipped.url.path == f"/assets/{second}" and 'id="decide-form"' in skipped.text  # claimed by the POST
     # the skipped asset is free again: bob gets it
-    assert bob.get("/next", follow_redirects=True).url.path == f"/assets/{first}"
+    queue = bob.get("/queue")
+    assert bob.post("/next", data={"csrf_token": kit.csrf_of(queue.text)}).url.path == f"/assets/{first}"
 
 
-def test_a_claim_expires_after_the_configured_minutes(signed_in, pending, database):
+def test_a_claim_expires_after_the_configured_minutes(signed_in, pending, database, kit):
     from db.review_models import ReviewClaim
 
     asset_id = pending("a")
     alice = signed_in("alice")
-    alice.get(f"/assets/{asset_id}")
+    kit.claimed(alice, asset_id)
     with database.session() as session:
         claim = session.get(ReviewClaim, asset_id)
         minutes = (claim.expires_at - claim.claimed_at).total_seconds() / 60
     assert minutes == pytest.approx(10, abs=0.1)
 
 
-def test_opening_another_asset_gives_up_the_first_claim(signed_in, pending):
+def test_claiming_another_asset_gives_up_the_first_claim(signed_in, pending, kit):
     first, second = pending("a"), pending("b")
     alice, bob = signed_in("alice"), signed_in("bob")
-    alice.get(f"/assets/{first}")
-    alice.get(f"/assets/{second}")
-    assert bob.get(f"/assets/{first}").url.path == f"/assets/{first}"
+    kit.claimed(alice, first)
+    assert "Being reviewed by <strong>alice</strong>" in bob.get(f"/assets/{first}").text
+    kit.claimed(alice, second)
+    assert 'id="decide-form"' in kit.claimed(bob, first).text
 
 
 def test_sign_out_releases_claims(signed_in, pending, kit):
     asset_id = pending("a")
     alice, bob = signed_in("alice"), signed_in("bob")
-    page = alice.get(f"/assets/{asset_id}")
+    page = kit.claimed(alice, asset_id)
     out = alice.post("/sign-out", data={"csrf_token": kit.csrf_of(page.text)}, follow_redirects=False)
     assert out.status_code == 303 and out.headers["location"] == "/sign-in"
     assert alice.get("/queue", follow_redirects=False).status_code == 303
-    assert bob.get(f"/assets/{asset_id}").url.path == f"/assets/{asset_id}"
+    assert 'id="decide-form"' in kit.claimed(bob, asset_id).text
 
 
 # ---- the queue ----------------------------------------------------------------------------------
@@ -243,7 +247,7 @@ def test_a_failing_action_leaves_the_decision_in_place(signed_in, pending, datab
     app, _ = app_factory(Broken())
     client = TestClient(app)
     assert kit.sign_in(client, "alice").status_code == 303
-    assert decide(client, kit, asset_id, decision="approve").status_code == 303
+    assert decide(client, kit, asset_id, decision="approve").status_code == 307
     assert state_of(database, asset_id) == "approved"  # the scheduled deliver flow picks it up
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import http.client
 import os
+import re
+import time
 from datetime import timedelta
 
 import pytest
@@ -14,7 +16,7 @@ from sqlalchemy import func, select, update
 from avatarflow import records
 from avatarflow.records import Crop
 from db.models import Asset, Event, Rendition, Review, utcnow
-from db.review_models import LoginAttempt, ReviewClaim
+from db.review_models import LoginAttempt, ReviewClaim, ReviewSession
 
 PUBLIC = {("/sign-in", "GET"), ("/sign-in", "POST")}
 
@@ -139,7 +141,7 @@ def test_pages_carry_protective_headers(signed_in):
 def test_posts_without_the_csrf_token_are_refused_and_change_nothing(signed_in, pending, database, kit):
     asset_id = pending("a")
     alice = signed_in("alice")
-    page = alice.get(f"/assets/{asset_id}")
+    page = kit.claimed(alice, asset_id)
     token = kit.csrf_of(page.text)
     for bad in ({}, {"csrf_token": ""}, {"csrf_token": "0" * len(token)}, {"csrf_token": token[:-1]}):
         response = alice.post(f"/assets/{asset_id}/decision", data={"decision": "approve", **bad},
@@ -151,20 +153,22 @@ def test_posts_without_the_csrf_token_are_refused_and_change_nothing(signed_in, 
     assert response.status_code == 403
     assert alice.post("/sign-out", follow_redirects=False).status_code == 403
     assert alice.post(f"/assets/{asset_id}/skip", follow_redirects=False).status_code == 403
+    assert alice.post(f"/assets/{asset_id}/claim", follow_redirects=False).status_code == 403
+    assert alice.post("/next", follow_redirects=False).status_code == 403
     assert state_of(database, asset_id) == "review_pending"
     assert count(database, Review) == 0
     assert alice.get("/queue").status_code == 200  # still signed in: sign-out was refused too
     # the token from the page works (also as a header)
     response = alice.post(f"/assets/{asset_id}/decision", data={"decision": "approve"},
                           headers={"X-CSRF-Token": token}, follow_redirects=False)
-    assert response.status_code == 303
+    assert response.status_code == 307
     assert state_of(database, asset_id) == "approved"
 
 
 def test_another_sessions_token_does_not_work(signed_in, pending, database, kit):
     asset_id = pending("a")
     alice, bob = signed_in("alice"), signed_in("bob")
-    alice.get(f"/assets/{asset_id}")
+    kit.claimed(alice, asset_id)
     bobs_token = kit.csrf_of(bob.get("/queue").text)
     response = alice.post(f"/assets/{asset_id}/decision", data={"decision": "approve", "csrf_token": bobs_token},
                           follow_redirects=False)
@@ -282,38 +286,226 @@ def test_byte_ranges_let_the_player_seek(signed_in, pending, tiny_video):
 # ---- sign-in rate limit -------------------------------------------------------------------------
 
 
-def _attempt(client, kit, username, password):
-    token = kit.csrf_of(client.get("/sign-in").text)
+def _attempt(client, kit, username, password, headers=None):
+    token = kit.csrf_of(client.get("/sign-in", headers=headers).text)
     return client.post("/sign-in", data={"username": username, "password": password, "csrf_token": token},
-                       follow_redirects=False)
+                       headers=headers, follow_redirects=False)
 
 
-def test_sign_in_is_rate_limited_per_username_even_for_the_right_password(app_factory, reviewers, kit,
-                                                                           database):
+def kit_csrf(client) -> str:
+    match = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/queue").text)
+    assert match
+    return match.group(1)
+
+
+def test_failures_refuse_one_username_from_one_address_only(app_factory, reviewers, kit, database,
+                                                             review_settings):
+    review_settings.review_trusted_proxies = ["testclient"]  # TestClient's address: a proxy naming clients
     app, _ = app_factory()
     client = TestClient(app)
+    attacker, desk = {"X-Forwarded-For": "203.0.113.9"}, {"X-Forwarded-For": "198.51.100.7"}
     for _ in range(5):
-        assert _attempt(client, kit, "alice", "wrong password").status_code == 401
-    blocked = _attempt(client, kit, "alice", kit.PASSWORD)
+        assert _attempt(client, kit, "alice", "wrong password", attacker).status_code == 401
+    blocked = _attempt(client, kit, "alice", kit.PASSWORD, attacker)
     assert blocked.status_code == 429 and "Too many" in blocked.text and blocked.headers["retry-after"]
-    assert _attempt(client, kit, "ALICE ", kit.PASSWORD).status_code == 429  # same account, other spelling
+    assert _attempt(client, kit, "ALICE ", kit.PASSWORD, attacker).status_code == 429  # other spelling
     # the limit lives in the database, so another process (here: another app) enforces it too
     other, _ = app_factory()
-    assert _attempt(TestClient(other), kit, "alice", kit.PASSWORD).status_code == 429
-    # other accounts are not locked out by alice's failures
-    assert _attempt(client, kit, "bob", kit.PASSWORD).status_code == 303
-    # the window passes: alice may sign in again
+    assert _attempt(TestClient(other), kit, "alice", kit.PASSWORD, attacker).status_code == 429
+    # alice at her own desk is not locked out by the attacker's failures (on today's main she was)
+    assert _attempt(TestClient(app), kit, "alice", kit.PASSWORD, desk).status_code == 303
+    # the window passes: the attacker's address may try again
     with database.session() as session:
         session.execute(update(LoginAttempt).values(at=utcnow() - timedelta(minutes=6)))
-    assert _attempt(client, kit, "alice", kit.PASSWORD).status_code == 303
+    assert _attempt(client, kit, "alice", kit.PASSWORD, attacker).status_code == 303
 
 
-def test_sign_in_is_rate_limited_per_address(app_factory, reviewers, kit):
+def test_behind_one_proxy_address_failures_slow_answers_but_lock_nobody_out(app_factory, reviewers, kit):
+    app, _ = app_factory()
+    client = TestClient(app)  # no trusted proxy: every reviewer shares the proxy's one address
+    for i in range(25):  # many names from one address: no single name reaches its own limit
+        assert _attempt(client, kit, f"guess{i}", "wrong password").status_code == 401
+    assert _attempt(client, kit, "bob", kit.PASSWORD).status_code == 303
+
+
+def test_the_delay_doubles_past_the_free_failures_and_is_capped(review_settings):
+    from review.auth import throttle_delay
+
+    settings = review_settings.model_copy(update={"review_login_delay_s": 0.25, "review_login_max_delay_s": 8.0,
+                                                  "review_login_free_failures": 3})
+    assert [throttle_delay(n, 0, settings) for n in (0, 3, 4, 5, 6, 12)] == [0, 0, 0.25, 0.5, 1.0, 8.0]
+    assert throttle_delay(0, 31, settings) == 0.25  # per address: ten times the free failures
+
+
+def test_the_sign_in_answer_is_held_back_after_failures(app_factory, reviewers, kit, review_settings):
+    review_settings.review_login_delay_s = 0.4
     app, _ = app_factory()
     client = TestClient(app)
-    for i in range(8):  # spread over many usernames, so no single name reaches its own limit
-        assert _attempt(client, kit, f"guess{i}", "wrong password").status_code == 401
-    assert _attempt(client, kit, "bob", kit.PASSWORD).status_code == 429
+    for _ in range(4):  # 3 free failures, then the fourth's answer is already held back
+        _attempt(client, kit, "alice", "wrong password")
+    started = time.monotonic()
+    assert _attempt(client, kit, "alice", "wrong password").status_code == 401
+    assert time.monotonic() - started >= 0.4
+
+
+def test_a_forwarded_for_header_counts_only_from_a_trusted_proxy():
+    from review.auth import client_address
+
+    assert client_address("10.0.0.2", "1.2.3.4", []) == "10.0.0.2"  # not trusted: the header is the client's word
+    assert client_address("10.0.0.2", "6.6.6.6, 1.2.3.4", ["10.0.0.2"]) == "1.2.3.4"  # rightmost untrusted hop
+    assert client_address("10.0.0.2", "1.2.3.4, 10.0.0.3", ["10.0.0.2", "10.0.0.3"]) == "1.2.3.4"
+
+
+# ---- sessions kept server-side --------------------------------------------------------------------
+
+
+def test_signing_out_ends_the_session_for_every_copy_of_the_cookie(signed_in, app_factory):
+    alice = signed_in("alice")
+    copied = TestClient(alice.app, cookies=dict(alice.cookies))
+    assert copied.get("/queue", follow_redirects=False).status_code == 200
+    token = kit_csrf(alice)
+    assert alice.post("/sign-out", data={"csrf_token": token}, follow_redirects=False).status_code == 303
+    assert copied.get("/queue", follow_redirects=False).status_code == 303  # sent to sign in
+
+
+def test_disabling_a_reviewer_ends_their_sessions_and_enabling_does_not_revive_them(signed_in, database):
+    from db.models import Reviewer
+    from review.auth import set_active
+
+    alice = signed_in("alice")
+    old = dict(alice.cookies)
+    with database.session() as session:
+        reviewer = session.scalar(select(Reviewer).where(Reviewer.username == "alice"))
+        assert set_active(session, reviewer, False) == 1
+    assert alice.get("/queue", follow_redirects=False).status_code == 303
+    with database.session() as session:
+        set_active(session, session.scalar(select(Reviewer).where(Reviewer.username == "alice")), True)
+    revived = TestClient(alice.app, cookies=old)
+    assert revived.get("/queue", follow_redirects=False).status_code == 303  # on today's main: 200
+
+
+def test_a_new_password_and_sign_out_everywhere_end_sessions(signed_in, database):
+    from db.models import Reviewer
+    from review.auth import change_password
+    from review.sessions import end_all
+
+    alice, bob = signed_in("alice"), signed_in("bob")
+    with database.session() as session:
+        change_password(session, session.scalar(select(Reviewer).where(Reviewer.username == "alice")),
+                        "a brand new password")
+        assert end_all(session, session.scalar(select(Reviewer.id).where(Reviewer.username == "bob")), "admin") == 1
+    assert alice.get("/queue", follow_redirects=False).status_code == 303
+    assert bob.get("/queue", follow_redirects=False).status_code == 303
+
+
+def test_a_session_in_use_still_ends_at_its_absolute_lifetime_and_when_idle(signed_in, database):
+    alice = signed_in("alice")
+    assert alice.get("/queue", follow_redirects=False).status_code == 200
+    with database.session() as session:  # signed in 13 hours ago, busy all along
+        session.execute(update(ReviewSession).values(created_at=utcnow() - timedelta(hours=13),
+                                                     last_seen_at=utcnow()))
+    assert alice.get("/queue", follow_redirects=False).status_code == 303
+    bob = signed_in("bob")
+    with database.session() as session:
+        session.execute(update(ReviewSession).where(ReviewSession.ended_at.is_(None))
+                        .values(last_seen_at=utcnow() - timedelta(minutes=61)))
+    assert bob.get("/queue", follow_redirects=False).status_code == 303
+    with database.session() as session:
+        why = sorted(r.ended_why for r in session.scalars(select(ReviewSession)))
+    assert why == ["idle too long", "lifetime over"]
+
+
+# ---- ids, error responses, stored text ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/media/99999999999999999999999/web", "/assets/99999999999999999999999",
+                                  "/queue?batch=99999999999999999999999", "/queue?batch=²",
+                                  "/audit?asset=99999999999999999999999", "/audit?before=²", "/assets/0"])
+def test_ids_too_large_or_not_ascii_digits_are_not_found_never_500(signed_in, path):
+    root = signed_in("root")
+    response = root.get(path, follow_redirects=False)
+    assert response.status_code in (200, 404), (path, response.status_code)
+    assert response.headers["x-content-type-options"] == "nosniff" and "no-store" in response.headers["cache-control"]
+
+
+def test_an_unexpected_error_is_a_500_that_still_carries_the_security_headers(app_factory, reviewers):
+    app, _ = app_factory()
+
+    @app.get("/boom")
+    def boom():  # noqa: ANN202 - a route that fails the way a bug would
+        raise RuntimeError("a bug")
+
+    response = TestClient(app, raise_server_exceptions=False).get("/boom")
+    assert response.status_code == 500
+    assert response.headers["x-content-type-options"] == "nosniff" and response.headers["cache-control"] == "no-store"
+
+
+def test_time_ranges_are_finite_and_bounded_when_the_length_is_unknown():
+    from review.decisions import InvalidDecision, parse_time_ranges
+
+    with pytest.raises(InvalidDecision):
+        parse_time_ranges("1-" + "9" * 400, None)  # would be float("inf")
+    with pytest.raises(InvalidDecision):
+        parse_time_ranges("0-100000", None)  # longer than any video
+    with pytest.raises(InvalidDecision):
+        parse_time_ranges("١-٣", None)  # Arabic-Indic digits: re's \d takes them, float() too
+    assert parse_time_ranges("1.5-3", None) == [{"start": 1.5, "end": 3.0}]
+
+
+def test_bidi_and_control_characters_are_not_stored():
+    from review.decisions import make_decision
+    from tasks.prompts import check_prompt
+
+    notes = make_decision("reject", "other", "mouth \u202eeulb\x00 drifts\tlate\r\nsee 2 s", "", None).notes
+    assert notes == "mouth eulb drifts\tlate\nsee 2 s"
+    assert check_prompt("A woman \u2066talks\u2069 calmly \x1b[31min a studio") == \
+        "A woman talks calmly [31min a studio"
+
+
+# ---- claims by POST, media by permission ------------------------------------------------------------
+
+
+def test_viewing_an_asset_claims_nothing_and_claiming_is_a_post(signed_in, pending, database, kit):
+    asset_id = pending("a")
+    alice, bob = signed_in("alice"), signed_in("bob")
+    page = alice.get(f"/assets/{asset_id}")
+    assert page.status_code == 200 and 'id="claim"' in page.text
+    with database.session() as session:
+        assert session.scalar(select(func.count()).select_from(ReviewClaim)) == 0  # a GET changed nothing
+    claimed = alice.post(f"/assets/{asset_id}/claim", data={"csrf_token": kit.csrf_of(page.text)},
+                         follow_redirects=False)
+    assert claimed.status_code == 303
+    assert "Being reviewed by <strong>alice</strong>" in bob.get(f"/assets/{asset_id}").text
+    assert 'id="decide-form"' in alice.get(f"/assets/{asset_id}").text
+    # a cross-site GET (a link in a mail) cannot move a claim
+    with database.session() as session:
+        claims = session.scalars(select(ReviewClaim)).all()
+    assert [(c.asset_id, c.reviewer_id) for c in claims] == [(asset_id, claims[0].reviewer_id)]
+
+
+def test_start_reviewing_claims_the_next_asset_by_post(signed_in, pending, kit):
+    asset_id = pending("a")
+    alice = signed_in("alice")
+    queue = alice.get("/queue")
+    opened = alice.post("/next", data={"csrf_token": kit.csrf_of(queue.text)})
+    assert opened.url.path == f"/assets/{asset_id}" and 'id="decide-form"' in opened.text
+
+
+def test_a_reviewer_sees_media_only_of_what_waits_for_review_or_they_decided(signed_in, pending, database, kit):
+    waiting, done = pending("a"), pending("b")
+    alice, bob, root = signed_in("alice"), signed_in("bob"), signed_in("root")
+    page = alice.get(f"/assets/{done}")
+    alice.post(f"/assets/{done}/claim", data={"csrf_token": kit.csrf_of(page.text)})
+    page = alice.get(f"/assets/{done}")
+    alice.post(f"/assets/{done}/decision", data={"csrf_token": kit.csrf_of(page.text), "decision": "approve"})
+    assert bob.get(f"/media/{waiting}/web").status_code == 200
+    assert bob.get(f"/media/{done}/web").status_code == 404  # approved by alice, not bob's to see
+    assert alice.get(f"/media/{done}/web").status_code == 200 and root.get(f"/media/{done}/web").status_code == 200
+    head = bob.head(f"/media/{waiting}/web")
+    assert head.status_code == 200 and head.headers["content-length"]
+    assert "no-store" in bob.get(f"/media/{waiting}/web").headers["cache-control"]
+    missing = bob.get("/media/424242/web")
+    assert missing.status_code == 404 and "no-store" in missing.headers["cache-control"]
 
 
 # ---- roles and decisions ------------------------------------------------------------------------
@@ -332,10 +524,11 @@ def test_audit_log_is_for_admins_only(signed_in, pending):
 def test_a_decision_on_an_asset_claimed_by_another_reviewer_is_refused(signed_in, pending, database, kit):
     first, second = pending("a", priority=5), pending("b")
     alice, bob = signed_in("alice"), signed_in("bob")
-    assert alice.get(f"/assets/{first}").status_code == 200
-    # bob opening it is told who holds it and sent on to the next asset
-    opened = bob.get(f"/assets/{first}")
-    assert opened.url.path == f"/assets/{second}"
+    assert 'id="decide-form"' in kit.claimed(alice, first).text
+    # bob opening it is told who holds it; claiming it too is refused with the same news
+    page = bob.get(f"/assets/{first}")
+    opened = bob.post(f"/assets/{first}/claim", data={"csrf_token": kit.csrf_of(page.text)})
+    assert "Being reviewed by <strong>alice</strong>" in opened.text and 'id="decide-form"' not in opened.text
     assert f"Asset {first} is being reviewed by alice" in opened.text
     token = kit.csrf_of(opened.text)
     refused = bob.post(f"/assets/{first}/decision", data={"decision": "reject", "reason_code": "identity",
@@ -347,11 +540,11 @@ def test_a_decision_on_an_asset_claimed_by_another_reviewer_is_refused(signed_in
 def test_two_sessions_never_both_decide_one_asset(signed_in, pending, database, kit):
     asset_id = pending("a")
     alice, bob = signed_in("alice"), signed_in("bob")
-    alice_token = kit.csrf_of(alice.get(f"/assets/{asset_id}").text)
+    alice_token = kit.csrf_of(kit.claimed(alice, asset_id).text)
     # alice walks away; her claim expires and bob takes the asset over
     with database.session() as session:
         session.execute(update(ReviewClaim).values(expires_at=utcnow() - timedelta(seconds=1)))
-    bob_page = bob.get(f"/assets/{asset_id}")
+    bob_page = kit.claimed(bob, asset_id)
     assert bob_page.url.path == f"/assets/{asset_id}" and "Claimed by you" in bob_page.text
     late = alice.post(f"/assets/{asset_id}/decision", data={"decision": "approve", "csrf_token": alice_token},
                       follow_redirects=False)
@@ -359,7 +552,7 @@ def test_two_sessions_never_both_decide_one_asset(signed_in, pending, database, 
     done = bob.post(f"/assets/{asset_id}/decision", data={"decision": "reject", "reason_code": "audio",
                                                           "csrf_token": kit.csrf_of(bob_page.text)},
                     follow_redirects=False)
-    assert done.status_code == 303
+    assert done.status_code == 307
     again = alice.post(f"/assets/{asset_id}/decision", data={"decision": "approve", "csrf_token": alice_token},
                        follow_redirects=False)
     assert again.status_code == 409
@@ -383,7 +576,7 @@ def test_concurrent_claims_and_decisions_let_exactly_one_reviewer_win(signed_in,
         client = sessions[name]
         token = kit.csrf_of(client.get("/queue").text)
         barrier.wait()
-        client.get(f"/assets/{asset_id}")
+        client.post(f"/assets/{asset_id}/claim", data={"csrf_token": token})
         response = client.post(f"/assets/{asset_id}/decision", data={"decision": "approve", "csrf_token": token},
                                follow_redirects=False)
         results[name] = response.status_code
@@ -393,7 +586,7 @@ def test_concurrent_claims_and_decisions_let_exactly_one_reviewer_win(signed_in,
         thread.start()
     for thread in threads:
         thread.join(timeout=120)
-    assert sorted(results.values()) == [303, 409, 409], results
+    assert sorted(results.values()) == [307, 409, 409], results
     assert count(database, Review) == 1
     assert count(database, Event, Event.from_state == "review_pending", Event.to_state == "approved") == 1
 
@@ -401,9 +594,9 @@ def test_concurrent_claims_and_decisions_let_exactly_one_reviewer_win(signed_in,
 def test_a_decision_on_an_asset_not_waiting_for_review_is_refused(signed_in, pending, database, kit, make_assets):
     asset_id = pending("a")
     alice = signed_in("alice")
-    token = kit.csrf_of(alice.get(f"/assets/{asset_id}").text)
+    token = kit.csrf_of(kit.claimed(alice, asset_id).text)
     assert alice.post(f"/assets/{asset_id}/decision", data={"decision": "approve", "csrf_token": token},
-                      follow_redirects=False).status_code == 303
+                      follow_redirects=False).status_code == 307
     # decided already: approving again (or rejecting) is refused
     for data in ({"decision": "approve"}, {"decision": "reject", "reason_code": "lip_sync"}):
         response = alice.post(f"/assets/{asset_id}/decision", data={**data, "csrf_token": token},
@@ -412,7 +605,7 @@ def test_a_decision_on_an_asset_not_waiting_for_review_is_refused(signed_in, pen
     # an asset that never reached review cannot be claimed or decided
     with database.session() as session:
         (fresh,) = make_assets(session, 1, batch_name="other")
-    page = alice.get(f"/assets/{fresh}")
+    page = kit.claimed(alice, fresh)
     assert page.status_code == 200 and "Not waiting for review" in page.text
     response = alice.post(f"/assets/{fresh}/decision", data={"decision": "approve", "csrf_token": token},
                           follow_redirects=False)

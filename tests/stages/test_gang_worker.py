@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -22,14 +23,16 @@ from db.models import Asset, Batch, GenerationAttempt, utcnow
 from db.states import AssetState as S
 from db.worker_models import GangWorkerRecord
 from inference.engine import GpuGang
-from inference.gang_worker import GangWorker, live_workers, request_drain
+from inference.gpus import parse_gangs, parse_gpu_spec
+from inference.packing import check_packing, resident_gb
+from inference.gang_worker import GangWorker, live_workers, request_drain, untaken_presets
 from inference.stage import plan_asset
 
 GANG = GpuGang("gang0", (0,), host="host-a")
 
 
-def planned(ctx, clip, name: str, *, batch: str = "b", priority: int = 0) -> int:
-    asset_id = add_asset(ctx, state=S.PREPROCESSED, details=inputs(clip), name=name)
+def planned(ctx, clip, name: str, *, batch: str = "b", priority: int = 0, preset: str = "standard") -> int:
+    asset_id = add_asset(ctx, state=S.PREPROCESSED, details=inputs(clip), name=name, preset=preset)
     with ctx.database.session() as session:
         asset = session.get(Asset, asset_id)
         asset.priority = priority
@@ -156,3 +159,79 @@ def test_a_retryable_failure_goes_back_to_the_queue_with_the_next_seed(ctx, clip
         assert plan.attempt == 2
     row = worker_row(ctx, worker)
     assert (row.jobs_done, row.jobs_failed) == (1, 1)
+
+
+def keys_of(ctx) -> dict[int, str]:
+    with ctx.database.session() as session:
+        return {a.id: a.key for a in session.scalars(select(Asset))}
+
+
+def test_within_a_batch_the_longest_job_goes_first_and_the_older_batch_before_a_newer_one(ctx, clip):
+    # 3 s of speech: a preview and a standard video have the same clips, the standard's frames
+    # are 2.6 times the area: more GPU work, so it goes first although it was submitted last.
+    short = planned(ctx, clip, "preview", preset="preview")
+    long = planned(ctx, clip, "standard", preset="standard")
+    newer = planned(ctx, clip, "newer-standard", batch="newer")
+    with ctx.database.session() as session:
+        work = {a.id: a.gpu_work for a in session.scalars(select(Asset))}
+    assert work[long] > work[short] > 0
+    engine = ScriptedEngine([clip["video"]])
+    worker = GangWorker(with_parts(ctx, engine_for=lambda gang: engine), GANG, poll_s=0.05, lease_s=5)
+    run_until(worker, lambda: all(s == S.GENERATED for s in states(ctx).values()))
+    keys = keys_of(ctx)
+    assert [r.asset_key for r in engine.requests] == [keys[long], keys[short], keys[newer]]
+
+
+def test_two_workers_of_a_packed_gpu_never_run_two_jobs_that_do_not_fit_together(ctx, clip):
+    """An H200 packed with two bf16 workers: two standards (69.5 GB each) never run at once; a
+    preview (48 GB) runs beside a standard. Both workers poll the same queue at the same time."""
+    standards = [planned(ctx, clip, f"standard{i}", preset="standard") for i in range(3)]
+    previews = [planned(ctx, clip, f"preview{i}", preset="preview") for i in range(2)]
+    running: dict[str, str] = {}
+    overlaps: list[tuple[str, ...]] = []
+    lock = threading.Lock()
+
+    class Recording(ScriptedEngine):
+        def generate(self, request, gang, progress=None):
+            with lock:
+                running[gang.name] = request.preset
+                overlaps.append(tuple(sorted(running.values())))
+            try:
+                return super().generate(request, gang, progress)
+            finally:
+                with lock:
+                    running.pop(gang.name)
+
+    gangs = parse_gangs("0x2")
+    workers = []
+    for packed_gang in gangs:
+        engine = Recording([clip["video"]], seconds=0.3)
+        packed = check_packing(replace(packed_gang, host="host-a"), parse_gpu_spec("1xH200"), "bf16")
+        workers.append(GangWorker(with_parts(ctx, engine_for=lambda g, e=engine: e), packed.gang, poll_s=0.02,
+                                  lease_s=5, packed=packed))
+    stop = threading.Event()
+    threads = [threading.Thread(target=w.run, args=(stop,), daemon=True) for w in workers]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not all(s == S.GENERATED for s in states(ctx).values()):
+        time.sleep(0.05)
+    stop.set()
+    for thread in threads:
+        thread.join(timeout=10)
+    assert all(states(ctx)[i] == S.GENERATED for i in (*standards, *previews))
+    assert ("standard", "standard") not in overlaps
+    assert ("preview", "standard") in overlaps  # the GPU was shared when it could be
+    rows = [worker_row(ctx, w) for w in workers]
+    assert [r.gang for r in rows] == ["gang0.1", "gang0.2"] and all(r.presets == "preview,standard,long" for r in rows)
+    assert [r.reserved_gb for r in rows] == [pytest.approx(resident_gb("bf16"))] * 2  # idle again: the weights
+
+
+def test_the_flow_can_tell_which_presets_no_live_worker_takes(ctx, clip):
+    standard = planned(ctx, clip, "standard", preset="standard")
+    with ctx.database.session() as session:
+        batch_id = session.get(Asset, standard).batch_id
+    previews_only = GangWorkerRecord(name="w", host="h", gang="gang0.1", engine="x", pid=1, presets="preview")
+    assert untaken_presets(ctx, batch_id, [previews_only]) == {"standard": 1}
+    anything = GangWorkerRecord(name="v", host="h", gang="gang1", engine="x", pid=1, presets=None)
+    assert untaken_presets(ctx, batch_id, [previews_only, anything]) == {}

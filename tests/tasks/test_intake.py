@@ -83,6 +83,17 @@ def test_paths_outside_the_manifest_folder_are_refused_by_default(database, medi
     assert "AVATARFLOW_INPUT_ROOTS" in result.problems[0].reason
 
 
+def test_input_roots_given_through_a_symlink_hold_the_files_behind_it(database, media, tmp_path):
+    """Users' folders are symlinks (../shared is one on many machines): roots resolve like files."""
+    linked = tmp_path / "shared-link"
+    linked.symlink_to(media.parent, target_is_directory=True)
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text(json.dumps({"image": str(linked / "media/image/facerec_obama.jpg"),
+                                    "audio": str(linked / "media/audio/whisper_jfk.flac"), "prompt": PROMPT}) + "\n")
+    result = submit(database, manifest, input_roots=[linked / "media"], dry_run=True)
+    assert result.problems == [] and len(result.specs) == 1
+
+
 def test_dry_run_registers_nothing(database, mixed):
     folder, rows, _, roots = mixed
     result = submit(database, write_manifest(folder, rows, "jsonl"), input_roots=roots, dry_run=True)
