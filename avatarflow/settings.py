@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     )
     face_min_px: int = Field(default=64, description="Refuse faces narrower than this (source pixels).")
     face_pad_mode: str = Field(default="blur", description="How to fill past the image edge: blur or reflect.")
+    face_max_padded: float = Field(
+        default=0.25, ge=0, le=1, description="Refuse a portrait when even the tightest framing would invent "
+        "more than this share of the crop past the photo's edge")
     image_max_pixels: int = Field(
         default=100_000_000, gt=0, description="Refuse portraits of more pixels, read from the header before decoding")
     # preprocessing: audio
@@ -110,6 +113,12 @@ class Settings(BaseSettings):
         default=60.0, description="A gang worker renews its claim and heartbeat every quarter of this; a "
         "worker silent for longer is presumed dead and its video goes to another gang")
     worker_poll_seconds: float = Field(default=2.0, description="How often an idle gang worker looks for work")
+    db_retry_seconds: float = Field(
+        default=180.0, gt=0, description="How long work waits out a database outage (retrying with backoff) "
+        "before it gives up and leaves the asset for the next round or run")
+    partial_max_age_seconds: float = Field(
+        default=3600.0, gt=0, description="Half-written files untouched this long are leftovers of a killed "
+        "process: the next batch run removes them")
     gpu_wait_seconds: float = Field(
         default=24 * 3600.0, description="How long a batch flow in workers mode waits for its videos to be generated")
     gang_host: str = Field(default_factory=socket.gethostname,

@@ -6,6 +6,7 @@ import hashlib
 import os
 import re
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -113,3 +114,23 @@ class Storage:
     def ensure(self) -> None:
         for folder in (self.root, self.assets, self.inbox, self.deliveries, self.reports, self.logs, self.cache):
             folder.mkdir(parents=True, exist_ok=True)
+
+
+def sweep_partials(root: Path, older_than_s: float) -> list[Path]:
+    """Remove half-written files (`.*.partial*`, see `atomic_path` and the engines) under `root`
+    that nothing has touched for `older_than_s`: what a SIGKILL or a power cut left behind. A file
+    being written now is younger than that, so it is left alone."""
+    removed: list[Path] = []
+    cutoff = time.time() - older_than_s
+    for folder, _, names in os.walk(root):
+        for name in names:
+            if not (name.startswith(".") and ".partial" in name):
+                continue
+            path = Path(folder) / name
+            try:
+                if path.stat().st_mtime < cutoff:
+                    path.unlink()
+                    removed.append(path)
+            except FileNotFoundError:
+                continue  # its writer finished (renamed it) or another sweep got there first
+    return removed

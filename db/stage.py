@@ -23,6 +23,7 @@ from typing import Any, Protocol
 from avatarflow.settings import Settings
 from db.lifecycle import transition
 from db.models import Asset
+from db.retry import DEFAULT_WITHIN_S, is_transient, retry_transient
 from db.session import Database
 from db.states import AssetState, allowed
 
@@ -119,11 +120,19 @@ def fail_on_error(database: Database, asset_id: int, stage: str, exc: BaseExcept
 
 
 def run_stage(stage: str, fn: Stage, ctx: StageContext, asset_id: int) -> StageOutcome:
-    """Run one stage for one asset; an unexpected exception fails that asset, not the batch."""
+    """Run one stage for one asset; an unexpected exception fails that asset, not the batch.
+
+    A database outage is waited out (the stage runs again: every stage first checks the asset's
+    state, so a repeat does nothing twice); one that outlasts `db_retry_seconds` leaves the asset
+    where it is, for the next round or run, rather than failing it."""
     started = time.perf_counter()
     try:
-        return fn(ctx, asset_id)
+        return retry_transient(lambda: fn(ctx, asset_id), what=f"{stage} of asset {asset_id}",
+                               within_s=getattr(ctx.settings, "db_retry_seconds", DEFAULT_WITHIN_S))
     except Exception as exc:
+        if is_transient(exc):
+            log.error("%s of asset %s: the database stayed unavailable; the asset is left as it was", stage, asset_id)
+            return StageOutcome(asset_id, stage, "unknown", False, f"database unavailable: {type(exc).__name__}", True)
         log.exception("%s of asset %s crashed", stage, asset_id)
         state = fail_on_error(ctx.database, asset_id, stage, exc, actor=ctx.actor)
         return StageOutcome(asset_id, stage, state, False, f"{type(exc).__name__}: {exc}", True)

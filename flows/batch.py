@@ -15,8 +15,9 @@ from __future__ import annotations
 import math
 import queue
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import (
@@ -31,7 +32,9 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from avatarflow.errors import ConfigurationError
 from avatarflow.settings import get_settings
+from avatarflow.storage import sweep_partials
 from db.queries import batch_results, get_batch
+from db.retry import retry_transient
 from db.session import shared_database
 from db.stage import StageContext, StageOutcome
 from db.states import AssetState
@@ -43,6 +46,7 @@ from tasks.intake import submit
 from tasks.pipeline import DONE, Work, batch_counts, pending_work, retry_failed, waiting_for_gpus
 
 S = AssetState
+T = TypeVar("T")
 # The pipeline, in order: the table of contents.
 STAGES = (preprocess, plan, generate, join, qc, transcode, route)
 # Where an asset in each state enters the pipeline.
@@ -112,31 +116,57 @@ def batch_flow(manifest: str | None = None, batch: str | None = None) -> Any:
     settings = get_settings()
     database = shared_database(settings)
     ctx = StageContext(database, settings, actor="prefect:batch")
+    swept = sweep_partials(settings.storage.assets, settings.partial_max_age_seconds)
+    if swept:
+        logger.warning("removed %d half-written file(s) left by killed processes", len(swept))
     if manifest:
-        intake = submit(database, Path(manifest), batch_name=batch, input_roots=settings.input_roots,
-                        default_preset=settings.default_preset, actor=ctx.actor)
+        intake = _with_db(ctx, "submitting the manifest", lambda: submit(
+            database, Path(manifest), batch_name=batch, input_roots=settings.input_roots,
+            default_preset=settings.default_preset, actor=ctx.actor))
         for problem in intake.problems:
             logger.warning("manifest %s", problem)
         batch = intake.batch_name
     if not batch:
         raise ValueError("give a manifest or the name of a submitted batch")
-    with database.session() as session:
-        found = get_batch(session, batch)
-        batch_id, batch_name = found.id, found.name
-
-    progress_id = create_progress_artifact(progress=0.0, key=f"batch-{batch_id}-progress",
-                                           description=f"batch {batch_name}: share of assets finished")
+    batch_id, batch_name = _with_db(ctx, "reading the batch", lambda: _batch_ref(database, batch))
+    progress_id = _artifact(lambda: create_progress_artifact(
+        progress=0.0, key=f"batch-{batch_id}-progress", description=f"batch {batch_name}: share of assets finished"))
     if settings.generation == "workers":
         run_beside_gang_workers(ctx, batch_id, progress_id)
     else:
         run_generating_here(ctx, batch_id, progress_id)
-    update_progress_artifact(progress_id, _finished_share(ctx, batch_id))
-    return _report(ctx, batch_id, batch_name)
+    _progress(progress_id, _with_db(ctx, "counting", lambda: _finished_share(ctx, batch_id)))
+    return _with_db(ctx, "the batch summary", lambda: _report(ctx, batch_id, batch_name))
+
+
+def _with_db(ctx: StageContext, what: str, fn: Callable[[], T]) -> T:
+    """`fn()` through a database outage of up to AVATARFLOW_DB_RETRY_SECONDS (db.retry)."""
+    return retry_transient(fn, what=what, within_s=ctx.settings.db_retry_seconds)
+
+
+def _batch_ref(database: Any, batch: str) -> tuple[int, str]:
+    with database.session() as session:
+        found = get_batch(session, batch)
+        return found.id, found.name
+
+
+def _artifact(make: Callable[[], T]) -> T | None:
+    """Artifacts are for people watching: a Prefect API hiccup must not stop the batch."""
+    try:
+        return make()
+    except Exception:  # noqa: BLE001 - logged; the batch goes on
+        get_run_logger().warning("could not write a Prefect artifact; going on without it", exc_info=True)
+        return None
+
+
+def _progress(progress_id: Any, share: float) -> None:
+    if progress_id is not None:
+        _artifact(lambda: update_progress_artifact(progress_id, share))
 
 
 def run_generating_here(ctx: StageContext, batch_id: int, progress_id: Any) -> None:
     """`AVATARFLOW_GENERATION=flow`: this run generates on this host's gangs, in rounds."""
-    logger, settings, database = get_run_logger(), ctx.settings, ctx.database
+    logger, settings = get_run_logger(), ctx.settings
     gangs = configured_gangs(settings)
     if packed := [g.name for g in gangs if g.shares > 1]:
         raise ConfigurationError(
@@ -144,18 +174,15 @@ def run_generating_here(ctx: StageContext, batch_id: int, progress_id: Any) -> N
             "gang workers respect a packed GPU's memory shares. Set AVATARFLOW_GENERATION=workers and start "
             "`avatarflow gang worker --gang NAME` per gang, or list each GPU once")
     ensure_gang_limits(gangs)
-    if recovered := recover_interrupted(ctx, batch_id):
+    if recovered := _with_db(ctx, "recovering", lambda: recover_interrupted(ctx, batch_id)):
         logger.warning("%d asset(s) were left generating by a run that died; queued again", len(recovered))
     for round_number in range(settings.max_generation_attempts + settings.stage_retry_limit + 3):
-        with database.session() as session:
-            if retried := retry_failed(session, batch_id, limit=settings.stage_retry_limit, actor=ctx.actor):
-                logger.warning("retrying %d asset(s) whose failure was retryable", len(retried))
-            work = pending_work(session, batch_id)
+        work = _with_db(ctx, "reading the work", lambda: _next_work(ctx, batch_id))
         if not work:
             break
         logger.info("round %d: %d asset(s) to move on", round_number + 1, len(work))
         run_round(work, gangs)
-        update_progress_artifact(progress_id, _finished_share(ctx, batch_id))
+        _progress(progress_id, _with_db(ctx, "counting", lambda: _finished_share(ctx, batch_id)))
 
 
 def run_beside_gang_workers(ctx: StageContext, batch_id: int, progress_id: Any) -> None:
@@ -165,17 +192,14 @@ def run_beside_gang_workers(ctx: StageContext, batch_id: int, progress_id: Any) 
     gang makes the next one: the flow moves whatever can move, then looks again every
     `AVATARFLOW_WORKER_POLL_SECONDS`, until nothing of the batch waits for a GPU.
     """
-    logger, settings, database = get_run_logger(), ctx.settings, ctx.database
+    logger, settings = get_run_logger(), ctx.settings
     deadline = time.monotonic() + settings.gpu_wait_seconds
     told = -math.inf
     while True:
-        with database.session() as session:
-            if retried := retry_failed(session, batch_id, limit=settings.stage_retry_limit, actor=ctx.actor):
-                logger.warning("retrying %d asset(s) whose failure was retryable", len(retried))
-            work = [w for w in pending_work(session, batch_id) if w.state != S.PLANNED]
-            waiting = waiting_for_gpus(session, batch_id)
+        work = [w for w in _with_db(ctx, "reading the work", lambda: _next_work(ctx, batch_id)) if w.state != S.PLANNED]
+        waiting = _with_db(ctx, "counting", lambda: _waiting(ctx, batch_id))
         if work and run_round(work, [], generate_here=False):
-            update_progress_artifact(progress_id, _finished_share(ctx, batch_id))
+            _progress(progress_id, _with_db(ctx, "counting", lambda: _finished_share(ctx, batch_id)))
             continue  # something moved: more may move now
         if not waiting:
             return  # nothing moved and nothing is being generated: nothing more will happen
@@ -196,6 +220,19 @@ def run_beside_gang_workers(ctx: StageContext, batch_id: int, progress_id: Any) 
         time.sleep(settings.worker_poll_seconds)
 
 
+def _next_work(ctx: StageContext, batch_id: int) -> list[Work]:
+    """What can move on now; retryable failures are queued again first."""
+    with ctx.database.session() as session:
+        if retried := retry_failed(session, batch_id, limit=ctx.settings.stage_retry_limit, actor=ctx.actor):
+            get_run_logger().warning("retrying %d asset(s) whose failure was retryable", len(retried))
+        return pending_work(session, batch_id)
+
+
+def _waiting(ctx: StageContext, batch_id: int) -> int:
+    with ctx.database.session() as session:
+        return waiting_for_gpus(session, batch_id)
+
+
 def _finished_share(ctx: StageContext, batch_id: int) -> float:
     with ctx.database.session() as session:
         counts = batch_counts(session, batch_id)
@@ -210,13 +247,13 @@ def _report(ctx: StageContext, batch_id: int, batch_name: str) -> Any:
         rows = batch_results(session, batch_id, review_url=settings.review_url)
     total = sum(counts.values())
     finished = sum(n for state, n in counts.items() if state in DONE)
-    create_table_artifact(key=f"batch-{batch_id}-results", table=rows,
-                          description=f"batch {batch_name}: per-asset results")
+    _artifact(lambda: create_table_artifact(key=f"batch-{batch_id}-results", table=rows,
+                                            description=f"batch {batch_name}: per-asset results"))
     waiting = counts.get(S.REVIEW_PENDING.value, 0)
     if waiting:
-        create_link_artifact(key="review-queue", link=f"{settings.review_url}/queue?batch={batch_id}",
-                             link_text=f"{waiting} video(s) of {batch_name} waiting for review",
-                             description="The reviewers' queue")
+        _artifact(lambda: create_link_artifact(
+            key="review-queue", link=f"{settings.review_url}/queue?batch={batch_id}",
+            link_text=f"{waiting} video(s) of {batch_name} waiting for review", description="The reviewers' queue"))
     message = (f"batch {batch_name}: {total} asset(s): "
                f"{counts.get('approved', 0) + counts.get('delivered', 0)} approved, "
                f"{waiting} awaiting review, {counts.get('rejected', 0)} rejected, "

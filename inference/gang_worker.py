@@ -26,14 +26,16 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import timedelta
+from typing import TypeVar
 
 from sqlalchemy import func, select, update
 
 from db.lifecycle import claim_next, try_claim
 from db.models import Asset, GenerationAttempt, utcnow
+from db.retry import retry_transient
 from db.stage import StageContext, StageOutcome
 from db.states import AssetState
 from db.worker_models import GangWorkerRecord
@@ -42,6 +44,7 @@ from inference.packing import PackedGpu, gpu_lock
 from inference.stage import GENERATE_STAGE, generate_claimed, requeue
 
 log = logging.getLogger("avatarflow.gang_worker")
+T = TypeVar("T")
 _numbers = itertools.count(1)  # several workers in one process (benchmarks, tests) get distinct names
 
 
@@ -92,7 +95,7 @@ class GangWorker:
     def run(self, stop: threading.Event | None = None) -> None:
         """Claim, generate, repeat; returns once `stop` is set or a drain was asked for."""
         stop = stop or threading.Event()
-        self._register()
+        self._db(self._register, "registering")
         assert self.ctx.components.engine_for is not None, "a gang worker needs ctx.components.engine_for"
         engine: Engine = self.ctx.components.engine_for(self.gang)
         beating = threading.Event()
@@ -102,19 +105,36 @@ class GangWorker:
                  self.gang.cuda_visible_devices or "none", engine.name)  # fmt: skip
         try:
             while not (stop.is_set() or self._drain.is_set()):
-                asset_id = self._claim()
+                try:
+                    asset_id = self._db(self._claim, "claiming the next video")
+                except Exception:  # noqa: BLE001 - the database stayed away: the loop tries again
+                    log.exception("%s: could not claim a video; trying again", self.name)
+                    stop.wait(self.poll_s)
+                    continue
                 if asset_id is None:
-                    self._set(state="idle")
+                    self._db(lambda: self._set(state="idle"), "marking itself idle")
                     stop.wait(self.poll_s)
                     continue
                 self._job(engine, asset_id)
         finally:
-            self._set(state="draining")
             beating.set()
             heart.join(timeout=5)
+            self._best_effort(lambda: self._set(state="draining"), "draining")
             engine.close()  # the warm worker process goes: its GPUs are free
-            self._set(state="stopped", stopped_at=utcnow(), current_asset_id=None)
+            self._best_effort(lambda: self._db(lambda: self._set(state="stopped", stopped_at=utcnow(),
+                                                                 current_asset_id=None), "stopping"), "stopped")
             log.info("%s: stopped", self.name)
+
+    def _best_effort(self, fn: Callable[[], object], state: str) -> None:
+        """Recording its own state at shutdown; if the database is away its heartbeat goes stale."""
+        try:
+            fn()
+        except Exception:  # noqa: BLE001 - then it is presumed dead, which it is about to be
+            log.exception("%s: could not record that it is %s", self.name, state)
+
+    def _db(self, fn: Callable[[], T], what: str) -> T:
+        """`fn()` through a database outage of up to AVATARFLOW_DB_RETRY_SECONDS (db.retry)."""
+        return retry_transient(fn, what=f"{self.name}: {what}", within_s=self.ctx.settings.db_retry_seconds)
 
     def drain(self) -> None:
         """Finish the current job, take no new one (what SIGTERM does)."""
@@ -150,7 +170,7 @@ class GangWorker:
 
     def _job(self, engine: Engine, asset_id: int) -> None:
         self._current = asset_id
-        self._set(state="busy", current_asset_id=asset_id)
+        self._db(lambda: self._set(state="busy", current_asset_id=asset_id), "marking itself busy")
         started = time.monotonic()
         try:
             outcome = generate_claimed(self.ctx, asset_id, engine, self.gang, self.lease_s)
@@ -159,6 +179,14 @@ class GangWorker:
             outcome = StageOutcome(asset_id, GENERATE_STAGE, "unknown", False, f"{type(exc).__name__}: {exc}")
         busy = time.monotonic() - started
         self._current = None
+        try:
+            self._db(lambda: self._account(engine, asset_id, outcome, busy), "recording its own figures")
+        except Exception:  # noqa: BLE001 - the worker's own figures are not worth stopping for
+            log.exception("%s: could not record its figures for asset %s", self.name, asset_id)
+        log.info("%s: asset %s → %s in %.1f s", self.name, asset_id, outcome.state, busy)
+
+    def _account(self, engine: Engine, asset_id: int, outcome: StageOutcome, busy: float) -> None:
+        """The worker row's busy time, jobs and loads after a job."""
         loaded = self._loaded_in(asset_id, engine)
         with self.ctx.database.session() as session:
             row = session.get(GangWorkerRecord, self.record_id)
@@ -173,7 +201,6 @@ class GangWorker:
                 row.model_loads += 1
                 if row.load_seconds is None and loaded == loaded:  # the first measured load (NaN: unknown)
                     row.load_seconds = loaded
-        log.info("%s: asset %s → %s in %.1f s", self.name, asset_id, outcome.state, busy)
 
     def _loaded_in(self, asset_id: int, engine: Engine) -> float | None:
         """How long this job spent loading the model (None: it did not load one).

@@ -10,6 +10,7 @@ state is checked before the GPU gang is taken: an asset that is not ready never 
 
 from __future__ import annotations
 
+import json
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -19,11 +20,13 @@ from sqlalchemy.orm import Session
 from avatarflow import records
 from avatarflow.media import wav_samples
 from avatarflow.records import Crop, Generation, Plan, Speech
+from avatarflow.storage import atomic_write_bytes
 from db.lifecycle import release, transition, try_claim
 from db.models import Asset, GenerationAttempt, utcnow
+from db.retry import retry_transient
 from db.stage import StageContext, StageOutcome
 from db.states import AssetState
-from inference.engine import Engine, GenerationRequest, GpuGang, next_seed
+from inference.engine import Engine, GenerationRequest, GenerationResult, GpuGang, next_seed
 from inference.output_rules import (
     image_size,
     output_size,
@@ -34,6 +37,8 @@ from inference.output_rules import (
 from inference.presets import get_preset
 
 PLAN_STAGE, GENERATE_STAGE = "plan", "generate"
+# Written beside a verified video before the database hears of it (see generate_claimed).
+RESULT_NOTE = "result.json"
 
 
 def seed_for(asset_key: str, attempt: int) -> int:
@@ -158,10 +163,24 @@ def generate_claimed(ctx: StageContext, asset_id: int, engine: Engine, gang: Gpu
 
     report = ctx.components.progress
     result = engine.generate(request, gang, (lambda update: report(asset_id, update)) if report else None)
+    if result.ok:
+        # On disk first: a database outage (or a kill) from here on cannot lose the GPU's work;
+        # recovery adopts the video from this note (`adopt_finished`) instead of making it again.
+        atomic_write_bytes(folder / RESULT_NOTE, json.dumps({"ok": True, "output": str(result.output),
+                                                             "attempt": number}).encode())
+    return retry_transient(lambda: _record_result(ctx, asset_id, attempt_id, number, result, worker),
+                           what=f"recording attempt {number} of asset {asset_id}", within_s=settings.db_retry_seconds)
 
+
+def _record_result(ctx: StageContext, asset_id: int, attempt_id: int, number: int, result: GenerationResult,
+                   worker: str) -> StageOutcome:
+    """Write the engine's result on the attempt and move the asset on; idempotent (it may be retried)."""
+    settings = ctx.settings
     with ctx.database.session() as session:
         asset = session.get(Asset, asset_id)
         attempt = session.get(GenerationAttempt, attempt_id)
+        if attempt.ended_at is not None:  # an earlier try committed before its connection dropped
+            return StageOutcome(asset_id, GENERATE_STAGE, asset.state, asset.state == AssetState.GENERATED.value)
         metrics = result.metrics
         attempt.ended_at = utcnow()
         attempt.config = {**attempt.config, **result.config}
@@ -218,8 +237,34 @@ def recover_interrupted(ctx: StageContext, batch_id: int) -> list[int]:
     return recovered
 
 
+def adopt_finished(session: Session, asset: Asset, *, actor: str) -> bool:
+    """A `generating` asset whose open attempt left a verified video and its note (the generator
+    died, or the database was away, after the GPU finished): record it instead of generating again."""
+    for attempt in asset.attempts:
+        if attempt.ended_at is not None or not attempt.log_path:
+            continue
+        note_path = Path(attempt.log_path).parent / RESULT_NOTE
+        try:
+            note = json.loads(note_path.read_text())
+        except (OSError, ValueError):
+            continue
+        output = Path(str(note.get("output", "")))
+        if not note.get("ok") or not output.is_file() or output.stat().st_size == 0:
+            continue
+        attempt.ended_at, attempt.outcome, attempt.output_path = utcnow(), "ok", str(output)
+        asset.details = records.write(asset.details, Generation(video_path=str(output), attempt=attempt.number))
+        transition(session, asset, AssetState.GENERATED, actor=actor,
+                   reason=f"attempt {attempt.number} finished before its generator died; its video is kept")
+        asset.claimed_by = asset.claim_expires_at = None
+        return True
+    return False
+
+
 def requeue(session: Session, asset: Asset, *, actor: str, reason: str) -> None:
-    """A `generating` asset whose generator died goes back to `planned`; its open attempt is marked."""
+    """A `generating` asset whose generator died goes back to `planned` (its open attempt marked),
+    unless that attempt had finished its video, which is then kept (`adopt_finished`)."""
+    if adopt_finished(session, asset, actor=actor):
+        return
     for attempt in asset.attempts:
         if attempt.ended_at is None:
             attempt.ended_at = utcnow()

@@ -25,8 +25,8 @@ from PIL import Image
 from avatarflow.storage import atomic_path
 from tasks.face_crop import (
     FACE_FRACTION,
-    crop_box,
     face_px,
+    fit_crop,
     main_face,
     pose_from_2d,
     render_crop,
@@ -49,6 +49,8 @@ YAW_WARN = 35.0  # degrees; beyond this the face is closer to profile than to fr
 ROLL_WARN = 25.0
 LOW_SCORE_WARN = 0.75  # real frontal photos score 0.85-0.97 with MediaPipe
 PAD_WARN = 0.15  # fraction of the crop area that had to be invented
+# Refused past this invented share, even framed as tightly as fit_crop goes (AVATARFLOW_FACE_MAX_PADDED).
+MAX_PADDED = 0.25
 
 PAD_MODES = ("blur", "reflect")
 
@@ -101,14 +103,17 @@ def crop_face(
     detector: FaceDetector | None = None,
     pad_mode: str = "blur",
     max_pixels: int = MAX_PIXELS,
+    max_padded: float = MAX_PADDED,
 ) -> FaceCrop:
     """Write a size×size RGB head-and-shoulders crop of the main face in `image_path` to `out_path`.
 
     The face (detector box) is FACE_FRACTION of the crop width. Where the square runs past the
     photo's edge it is filled, never stretched: pad_mode "blur" continues the edge region out of
     focus; "reflect" mirrors the photo (which mirrors part of the face if it touches the edge).
-    Raises FaceError (codes: missing_image, unreadable_image, image_too_large, no_face,
-    face_too_small) with a message that says what to send instead.
+    A photo with little room around the head is framed tighter and moved a little instead
+    (`tasks.face_crop.fit_crop`); refused (`too_tight`) when even that would invent more than
+    `max_padded` of the crop. Raises FaceError (codes: missing_image, unreadable_image,
+    image_too_large, no_face, face_too_small, too_tight) with a message that says what to send instead.
     """
     if pad_mode not in PAD_MODES:
         raise ValueError(f"pad_mode must be one of {PAD_MODES}, not {pad_mode!r}")
@@ -145,8 +150,16 @@ def crop_face(
             "Send a closer or higher-resolution photo.",
         )
 
-    box = crop_box(face)
+    box, invented, moved = fit_crop(face, w, h)
     side = box[2] - box[0]
+    if invented > max_padded:
+        raise FaceError(
+            "too_tight",
+            f"{name} leaves too little room around the face: even framed tightly (the face "
+            f"{width_px / side:.0%} of the crop) {invented:.0%} of the {size}x{size} crop would lie outside "
+            f"the photo, more than the {max_padded:.0%} allowed (AVATARFLOW_FACE_MAX_PADDED). Send a photo "
+            "with more space around the head and shoulders.",
+        )
     out, padded = render_crop(rgb, box, size, pad_mode)
     out = apply_icc(out, to_srgb)
     upscale = size / side
@@ -164,6 +177,7 @@ def crop_face(
         "score": round(face.score, 3),
         "upscale": round(upscale, 3),
         "padded_fraction": round(padded, 3),
+        "moved_fraction": round(moved, 3),  # the crop moved off the face's centre, share of its side
         "landmark_source": face.landmark_source,
     }
 
@@ -208,6 +222,11 @@ def crop_face(
     if face.landmark_source == "detector":
         warnings.append(
             "detailed landmarks unavailable; mouth corners estimated from the detector's keypoints"
+        )
+    if width_px / side > FACE_FRACTION + 0.01:
+        warnings.append(
+            f"framed tighter than usual (the face {width_px / side:.0%} of the crop, normally "
+            f"{FACE_FRACTION:.0%}): the photo has little room around the head"
         )
     if padded > PAD_WARN:
         warnings.append(

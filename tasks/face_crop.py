@@ -22,6 +22,13 @@ FACE_FRACTION = 0.45
 # The crop centre sits this fraction of the crop side below the face centre, so more of the
 # shoulders than of the background above the head is kept.
 CENTRE_DROP = 0.06
+# A photo with little room around the head (a tight headshot, a face at the edge) is framed
+# tighter — the face up to this share of the crop side — and the square moved off-centre by at
+# most OFF_CENTRE of its side, before anything past the photo's edge is invented: a band of blur
+# is no use to the generator, a closer framing is.
+MAX_FACE_FRACTION = 0.70
+OFF_CENTRE = 0.12
+PAD_TOLERATED = 0.02  # an invented share this small is left as it is
 BLUR_FACE_PX = 128  # sharpness is measured at this face width, so photos of any size compare
 
 
@@ -63,10 +70,11 @@ def _eyes_mouth(face: DetectedFace) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     return left, right, mouth
 
 
-def crop_box(face: DetectedFace) -> tuple[int, int, int, int]:
+def crop_box(face: DetectedFace, fraction: float = FACE_FRACTION) -> tuple[int, int, int, int]:
     """A square around the face: centred on the face, dropped a little for the shoulders.
 
-    The side is set by the detector box so the face is FACE_FRACTION of the crop in every output.
+    The side is set by the detector box so the face is `fraction` of the crop (FACE_FRACTION
+    unless the photo leaves too little room, see `fit_crop`).
     The centre is the mean of the point between eyes and mouth and the box centre: the same point
     on a frontal face, but when the head turns the features slide towards the profile side while
     the box stays on the head, and the mean keeps both the features and the head in frame.
@@ -75,10 +83,49 @@ def crop_box(face: DetectedFace) -> tuple[int, int, int, int]:
     features = ((left + right) / 2 + mouth) / 2
     box_centre = np.array([(face.box[0] + face.box[2]) / 2, (face.box[1] + face.box[3]) / 2])
     centre = (features + box_centre) / 2
-    side = max(8, round(face_px(face) / FACE_FRACTION))
+    side = max(8, round(face_px(face) / fraction))
     cx, cy = centre[0], centre[1] + CENTRE_DROP * side
     x0, y0 = round(cx - side / 2), round(cy - side / 2)
     return x0, y0, x0 + side, y0 + side
+
+
+def padded_share(box: tuple[int, int, int, int], w: int, h: int) -> float:
+    """The share of the square `box` that lies outside a w×h photo."""
+    x0, y0, x1, y1 = box
+    inside = max(0, min(w, x1) - max(0, x0)) * max(0, min(h, y1) - max(0, y0))
+    return 1.0 - inside / float((x1 - x0) * (y1 - y0))
+
+
+def _moved_in(start: int, side: int, length: int, lo: float, hi: float, limit: float) -> int:
+    """Move a span [start, start+side) into [0, length) by at most `limit`, keeping [lo, hi] in it."""
+    target = min(max(start, 0), max(0, length - side)) if side <= length else round((length - side) / 2)
+    target = min(max(target, start - limit), start + limit)
+    return round(min(max(target, hi - side), lo))
+
+
+def fit_crop(face: DetectedFace, w: int, h: int) -> tuple[tuple[int, int, int, int], float, float]:
+    """The crop box, its invented share and how far it was moved off the face's centre (share of
+    its side): the usual framing when the photo holds it; else moved a little and framed
+    tighter, step by step, until (almost) nothing is invented; else the least invented of those
+    (the caller decides whether that is still usable)."""
+    centred = crop_box(face)
+    if padded_share(centred, w, h) <= PAD_TOLERATED:
+        return centred, padded_share(centred, w, h), 0.0
+    best: tuple[tuple[int, int, int, int], float, float] | None = None
+    for fraction in np.linspace(FACE_FRACTION, MAX_FACE_FRACTION, 6):
+        x0, y0, x1, _ = crop_box(face, float(fraction))
+        side = x1 - x0
+        limit = OFF_CENTRE * side
+        nx = _moved_in(x0, side, w, face.box[0], face.box[2], limit)
+        ny = _moved_in(y0, side, h, face.box[1], face.box[3], limit)
+        box = (nx, ny, nx + side, ny + side)
+        share = padded_share(box, w, h)
+        if best is None or share < best[1] - 1e-9:
+            best = (box, share, max(abs(nx - x0), abs(ny - y0)) / side)
+        if share <= PAD_TOLERATED:
+            break
+    assert best is not None
+    return best
 
 
 def sharpness(rgb: np.ndarray, box: Box) -> float:

@@ -31,7 +31,7 @@ from tasks.face_detectors import FaceAlignmentDetector, default_detector
 from tasks.face_types import FaceDetector, FaceError
 
 STAGE = "preprocess"
-FACE_VERSION = 1  # bump when crop parameters or code change what a crop looks like
+FACE_VERSION = 2  # bump when crop parameters or code change what a crop looks like
 AUDIO_VERSION = 1
 # Failure codes a retry can fix (a slow disk or a loaded machine), as opposed to bad input.
 RETRYABLE_CODES = {"timeout"}
@@ -57,12 +57,13 @@ def detector_for(settings: Settings) -> FaceDetector:
 def face_crop(image: Path, image_sha256: str, storage: Storage, settings: Settings,
               detector: FaceDetector) -> tuple[Path, dict[str, Any], bool]:
     """The crop for this image (from the cache when done before) and its recorded details."""
-    key = _cache_key("face", FACE_VERSION, image_sha256, settings.face_min_px, settings.face_pad_mode, detector.name)
+    key = _cache_key("face", FACE_VERSION, image_sha256, settings.face_min_px, settings.face_pad_mode, detector.name,
+                     settings.face_max_padded)
     crop_path, meta_path = _cached(storage.cache / "faces", key, ".png")
     if crop_path.exists() and meta_path.exists():
         return crop_path, json.loads(meta_path.read_text()), True
     crop = crop_face(image, crop_path, min_face_px=settings.face_min_px, detector=detector,
-                     max_pixels=settings.image_max_pixels,
+                     max_pixels=settings.image_max_pixels, max_padded=settings.face_max_padded,
                      pad_mode=settings.face_pad_mode)
     details = crop.to_dict()
     atomic_write_bytes(meta_path, json.dumps(details).encode())

@@ -40,20 +40,35 @@ class PrefectServer(str):
                     raise RuntimeError((self.home.parent / "prefect-server.log").read_text()[-3000:]) from None
                 time.sleep(0.5)
 
+    def running(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self}/health", timeout=2):
+                return True
+        except OSError:
+            return False
+
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
             self.process.wait(timeout=30)
 
 
-@pytest.fixture
-def prefect_server(tmp_path) -> PrefectServer:
-    """A real `prefect server start` (the test harness runs no services, so expired leases of
-    killed workers would never be revoked there; a production server revokes them)."""
+@pytest.fixture(scope="session")
+def _shared_prefect_server(tmp_path_factory) -> PrefectServer:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    server = PrefectServer(port, tmp_path / "prefect-home")
+    server = PrefectServer(port, tmp_path_factory.mktemp("prefect") / "prefect-home")
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def prefect_server(_shared_prefect_server) -> PrefectServer:
+    """A real `prefect server start` (the test harness runs no services, so expired leases of
+    killed workers would never be revoked there; a production server revokes them). One per
+    session — starting one costs ≈ 17 s here — started again if a test left it stopped."""
+    if not _shared_prefect_server.running():
+        _shared_prefect_server.start()
+    return _shared_prefect_server

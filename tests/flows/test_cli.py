@@ -26,7 +26,9 @@ def cli_env(db_url, tmp_path, mixed, media):
     return env
 
 
-@pytest.mark.parametrize("fmt", ["csv", "jsonl", "yaml"])
+# Each format once, the backends between them (the parsing does not depend on the backend).
+@pytest.mark.parametrize(("db_url", "fmt"), [("sqlite", "csv"), pytest.param("postgres", "jsonl", marks=pytest.mark.postgres),
+                                             ("sqlite", "yaml")], indirect=["db_url"])
 def test_init_submit_status_on_a_twenty_row_manifest(cli_env, mixed, tmp_path, fmt):
     folder, rows, expected, _ = mixed
     manifest = write_manifest(folder, rows, fmt)

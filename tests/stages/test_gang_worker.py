@@ -23,9 +23,9 @@ from db.models import Asset, Batch, GenerationAttempt, utcnow
 from db.states import AssetState as S
 from db.worker_models import GangWorkerRecord
 from inference.engine import GpuGang
+from inference.gang_worker import GangWorker, live_workers, request_drain, untaken_presets
 from inference.gpus import parse_gangs, parse_gpu_spec
 from inference.packing import check_packing, resident_gb
-from inference.gang_worker import GangWorker, live_workers, request_drain, untaken_presets
 from inference.stage import plan_asset
 
 GANG = GpuGang("gang0", (0,), host="host-a")

@@ -1,7 +1,8 @@
 """Face preprocessing on the real portraits in ../shared/media/image, and edge cases made from them.
 
 Every crop is re-checked by detecting the face again in the 512x512 output: its centre must be
-within 10% of the crop centre and its width between FACE_BAND of the crop width. A contact sheet
+within 10% of the crop centre (more when framed tighter) and its width within FACE_BAND of the share
+the crop was framed at. A contact sheet
 of every crop made here is written to test-artifacts/face_contact_sheet.png for a person to look at.
 """
 
@@ -18,6 +19,7 @@ from PIL import Image
 
 from tasks.contact_sheet import make_contact_sheet
 from tasks.face import FaceCrop, crop_face
+from tasks.face_crop import FACE_FRACTION, MAX_FACE_FRACTION, OFF_CENTRE, PAD_TOLERATED
 from tasks.face_detectors import FaceAlignmentDetector, MediaPipeDetector
 from tasks.face_types import DetectedFace, FaceError
 from tasks.images import load_portrait
@@ -39,8 +41,10 @@ HARD_CASES = [
     "liveavatar_cyclops_baker.jpg",
     "facerec_two_people.jpg",
 ]
-FACE_BAND = (0.35, 0.55)  # re-detected face width / crop width; the target is 0.45
-CENTRE_TOLERANCE = 0.10  # of the crop side
+# Re-detected face width / crop width, around the share the crop was framed at: 0.45, or tighter
+# (up to MAX_FACE_FRACTION, the square moved by at most OFF_CENTRE) for photos with little room.
+FACE_BAND = 0.10
+CENTRE_TOLERANCE = 0.10  # of the crop side, for the usual framing
 
 
 @pytest.fixture(scope="module")
@@ -107,10 +111,15 @@ def _assert_good_crop(crop: FaceCrop, detector: MediaPipeDetector, size: int = 5
     face = _redetect(crop.out_path, detector)
     x0, y0, x1, y1 = face.box
     cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-    assert abs(cx - size / 2) <= CENTRE_TOLERANCE * size, f"face centre x {cx:.0f} is off-centre"
-    assert abs(cy - size / 2) <= CENTRE_TOLERANCE * size, f"face centre y {cy:.0f} is off-centre"
+    framed = crop.quality["face_fraction"]
+    assert FACE_FRACTION - 0.01 <= framed <= MAX_FACE_FRACTION + 0.01
+    moved = crop.quality["moved_fraction"]
+    assert moved <= OFF_CENTRE + 0.01
+    tolerance = CENTRE_TOLERANCE + moved
+    assert abs(cx - size / 2) <= tolerance * size, f"face centre x {cx:.0f} is off-centre"
+    assert abs(cy - size / 2) <= tolerance * size, f"face centre y {cy:.0f} is off-centre"
     fraction = (x1 - x0) / size
-    assert FACE_BAND[0] <= fraction <= FACE_BAND[1], f"face is {fraction:.2f} of the crop width"
+    assert abs(fraction - framed) <= FACE_BAND, f"face is {fraction:.2f} of the crop width, framed at {framed:.2f}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -387,7 +396,7 @@ def test_face_smaller_than_minimum_is_refused(
 
 
 @pytest.mark.parametrize("pad_mode", ["blur", "reflect"])
-def test_face_near_the_edge_is_padded_not_distorted(
+def test_a_face_near_the_edge_is_framed_tighter_not_padded_with_blur(
     pad_mode: str,
     obama: Image.Image,
     obama_crop: FaceCrop,
@@ -395,7 +404,8 @@ def test_face_near_the_edge_is_padded_not_distorted(
     tmp_path: Path,
     sheet: list,
 ) -> None:
-    # Cut the photo just left of the face, so the crop runs well past the left edge.
+    # Cut the photo just left of the face: the usual framing would run well past the left edge
+    # (a third of the crop invented, as it was before the tighter framing existed).
     x0, _, x1, _ = obama_crop.face_box
     cut = round(x0 - 0.05 * (x1 - x0))
     path = tmp_path / "edge.png"
@@ -404,22 +414,29 @@ def test_face_near_the_edge_is_padded_not_distorted(
     crop = crop_face(path, tmp_path / "crop.png", detector=detector, pad_mode=pad_mode)
     _record(sheet, f"face near edge ({pad_mode})", crop)
     _assert_good_crop(crop, detector)
-    assert crop.crop_box[0] < 0
-    assert crop.quality["padded_fraction"] > 0.15
-    assert any("outside the photo" in w for w in crop.warnings)
-    # Same scale as the uncut photo, and no distortion: the part of the crop inside the photo is
-    # exactly that region of the photo, resized with its aspect ratio kept.
+    assert crop.quality["padded_fraction"] <= PAD_TOLERATED
+    assert crop.quality["face_fraction"] > FACE_FRACTION + 0.05
+    assert any(w.startswith("framed tighter") for w in crop.warnings)
+    assert not any("outside the photo" in w for w in crop.warnings)
+    # No distortion: the crop is exactly that region of the photo, resized with its aspect kept.
     cx0, cy0, cx1, cy1 = crop.crop_box
-    side = cx1 - cx0
-    # (the detector draws a slightly different box round a face at the very edge of a photo)
-    assert side == pytest.approx(obama_crop.crop_box[2] - obama_crop.crop_box[0], rel=0.1)
-    k = 512 / side
-    inside = round(-cx0 * k)
-    region = obama.crop((int(cut), int(cy0), int(cut + cx1), int(cy1)))  # original pixels
-    ref = np.asarray(region.resize((512 - inside, 512), Image.Resampling.LANCZOS), dtype=np.float64)
-    ours = np.asarray(Image.open(crop.out_path), dtype=np.float64)[:, inside:]
-    rows = slice(max(0, round(-cy0 * k)) + 2, min(512, round((obama.height - cy0) * k)) - 2)
-    assert np.abs(ours[rows, 2:] - ref[rows, 2:]).mean() < 4
+    region = obama.crop((int(cut + cx0), int(cy0), int(cut + cx1), int(cy1)))
+    ref = np.asarray(region.resize((512, 512), Image.Resampling.LANCZOS), dtype=np.float64)
+    ours = np.asarray(Image.open(crop.out_path), dtype=np.float64)
+    assert np.abs(ours[4:-4, 4:-4] - ref[4:-4, 4:-4]).mean() < 4
+
+
+def test_a_photo_with_no_room_at_all_is_refused_with_the_reason(
+    obama: Image.Image, obama_crop: FaceCrop, detector: MediaPipeDetector, tmp_path: Path
+) -> None:
+    # Just the face box and a sliver: no framing can avoid inventing most of the crop.
+    x0, y0, x1, y1 = obama_crop.face_box
+    path = tmp_path / "face-only.png"
+    obama.crop((round(x0), round(y0 - 0.1 * (y1 - y0)), round(x1), round(y1))).save(path)
+    with pytest.raises(FaceError) as caught:
+        crop_face(path, tmp_path / "crop.png", detector=detector, min_face_px=32)
+    assert caught.value.code == "too_tight"
+    assert "AVATARFLOW_FACE_MAX_PADDED" in str(caught.value) and "more space around the head" in str(caught.value)
 
 
 def test_blurry_photo_is_warned_about(
