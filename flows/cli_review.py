@@ -148,7 +148,11 @@ def disable(name: Name) -> None:
 @reviewer_app.command("enable")
 def enable(name: Name) -> None:
     """Enable an account again (its old sessions stay ended: it signs in afresh)."""
-    _on_reviewer(name, lambda s, r: (set_active(s, r, True), f"{r.username} enabled")[1])
+    def change(session: Session, reviewer: Reviewer) -> str:
+        set_active(session, reviewer, True)
+        return f"{reviewer.username} enabled"
+
+    _on_reviewer(name, change)
 
 
 @reviewer_app.command("password")

@@ -43,3 +43,40 @@ def test_reviewer_add_prompts_for_the_password_twice(settings_env):
 def test_review_serve_has_host_and_port_options():
     result = CliRunner().invoke(review_app, ["serve", "--help"])
     assert result.exit_code == 0 and "--host" in result.output and "--port" in result.output
+
+
+def test_reviewer_accounts_disable_enable_password_and_sign_out_everywhere(settings_env):
+    from db.models import Reviewer
+    from db.review_models import ReviewSession
+    from db.session import open_database
+    from review.config import ReviewSettings
+    from review.sessions import open_session
+
+    runner = CliRunner()
+    assert runner.invoke(reviewer_app, ["add", "gina", "--password-stdin"], input="a long enough password\n").exit_code == 0
+    database = open_database(ReviewSettings())
+    with database.session() as session:
+        gina = session.scalar(select(Reviewer).where(Reviewer.username == "gina"))
+        for _ in range(2):
+            open_session(session, gina, "10.0.0.1")
+
+    def open_sessions() -> int:
+        with database.session() as session:
+            return len(session.scalars(select(ReviewSession).where(ReviewSession.ended_at.is_(None))).all())
+
+    listed = runner.invoke(reviewer_app, ["list"])
+    assert listed.exit_code == 0 and "gina" in listed.output
+    signed_out = runner.invoke(reviewer_app, ["sign-out", "gina"])
+    assert signed_out.exit_code == 0 and "2 session(s)" in signed_out.output and open_sessions() == 0
+    with database.session() as session:
+        open_session(session, session.scalar(select(Reviewer).where(Reviewer.username == "gina")), "10.0.0.1")
+    disabled = runner.invoke(reviewer_app, ["disable", "gina"])
+    assert disabled.exit_code == 0 and "1 session(s) ended" in disabled.output and open_sessions() == 0
+    assert runner.invoke(reviewer_app, ["enable", "gina"]).exit_code == 0
+    changed = runner.invoke(reviewer_app, ["password", "gina", "--password-stdin"], input="another long password\n")
+    assert changed.exit_code == 0 and "password of gina changed" in changed.output
+    missing = runner.invoke(reviewer_app, ["disable", "nobody"])
+    assert missing.exit_code == 1 and "no reviewer named 'nobody'" in missing.output
+    with database.session() as session:
+        assert session.scalar(select(Reviewer.active).where(Reviewer.username == "gina")) is True
+    database.dispose()

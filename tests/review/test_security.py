@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import http.client
 import os
-import re
 import time
 from datetime import timedelta
 
@@ -297,11 +296,6 @@ def _attempt(client, kit, username, password, headers=None):
                        headers=headers, follow_redirects=False)
 
 
-def kit_csrf(client) -> str:
-    match = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/queue").text)
-    assert match
-    return match.group(1)
-
 
 @SQLITE_ONLY
 def test_failures_refuse_one_username_from_one_address_only(app_factory, reviewers, kit, database,
@@ -368,11 +362,11 @@ def test_a_forwarded_for_header_counts_only_from_a_trusted_proxy():
 
 
 @SQLITE_ONLY
-def test_signing_out_ends_the_session_for_every_copy_of_the_cookie(signed_in, app_factory):
+def test_signing_out_ends_the_session_for_every_copy_of_the_cookie(signed_in, kit):
     alice = signed_in("alice")
     copied = TestClient(alice.app, cookies=dict(alice.cookies))
     assert copied.get("/queue", follow_redirects=False).status_code == 200
-    token = kit_csrf(alice)
+    token = kit.csrf_of(alice.get("/queue").text)
     assert alice.post("/sign-out", data={"csrf_token": token}, follow_redirects=False).status_code == 303
     assert copied.get("/queue", follow_redirects=False).status_code == 303  # sent to sign in
 
