@@ -84,6 +84,8 @@ def calibrate(
         "--scorer", help="landmark (default, no weights) or syncnet (needs "
         "AVATARFLOW_SYNCNET_WEIGHTS).")] = "landmark",
     gate: Annotated[float, typer.Option("--gate", help="Gate the pass rates are reported at.")] = 0.92,
+    prior: Annotated[float, typer.Option("--prior", help="Share of videos the score assumes in sync "
+        "a priori (0.8: most generated videos are).")] = 0.8,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the report, write nothing.")] = False,
 ) -> None:
     """Fit the lip-sync score (P(in sync)) on real clips against shifted and mismatched audio."""
@@ -91,7 +93,7 @@ def calibrate(
     from qc.calibration import save_calibration
 
     folder = videos or _media("video")
-    clips = sorted(p for p in folder.glob("*") if p.suffix.lower() in (".mp4", ".mov", ".mkv", ".webm"))
+    clips = sorted(p for p in folder.glob("*") if p.suffix.lower() in (".mp4", ".mov", ".mkv", ".webm", ".mpg"))
     if len(clips) < 2:
         raise ConfigurationError(f"{folder}: need at least 2 reference videos, found {len(clips)}")
     pairs = _speech_pairs(clips, speech if speech is not None else _media("audio"))
@@ -99,14 +101,14 @@ def calibrate(
     console.print(f"calibrating [bold]{scorer.name}[/] on {len(clips)} clips in {folder}"
                   f"{f' (+{len(pairs)} different-speech pairs)' if pairs else ''}")  # fmt: skip
     started = time.perf_counter()
-    calibration = run_calibration(clips, scorer, extra_pairs=pairs, gate=gate,
+    calibration = run_calibration(clips, scorer, extra_pairs=pairs, gate=gate, prior_in_sync=prior,
                                   progress=lambda msg: console.print(f"  {msg}", style="dim"))  # fmt: skip
     console.print(f"measured in {time.perf_counter() - started:.0f} s; features "
                   f"{', '.join(calibration.features)}")  # fmt: skip
     print_report(calibration, "cross_validated",
-                 "5 s windows, leave-one-clip-out cross-validated (honest)")  # fmt: skip
+                 "5 s windows, leave-one-source-out cross-validated (honest)")  # fmt: skip
     print_report(calibration, "whole_clips_cross_validated",
-                 "whole clips, scored by the model that left the clip out")  # fmt: skip
+                 "whole clips, scored by the model that left the clip's source out")  # fmt: skip
     print_report(calibration, "training_set", "5 s windows, training set (optimistic)")
     worst = {clip: entry["in_sync_p"] for clip, entry in
              calibration.report["per_clip_cross_validated"].items()}  # fmt: skip
@@ -183,7 +185,8 @@ def check(
         "--reference", help="The portrait it was made from (identity and colour checks).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
 ) -> None:
-    """Run QC's technical checks on one video: streams, fps, size, duration, black, frozen, face, sound."""
+    """Run QC's technical and visual checks on one video: streams, fps, size, duration, black, frozen,
+    face, identity, colour, mouth, flicker, jitter, blinks, sound; where each fails or warns."""
     from qc.technical import run_checks
 
     expected_size = None
@@ -198,13 +201,14 @@ def check(
     if as_json:
         console.print_json(json.dumps([r.to_dict() for r in results]))
     else:
-        table = Table(title=f"technical checks of {video.name}", title_justify="left")
-        for column in ("check", "value", "threshold", "verdict", "reason"):
+        table = Table(title=f"checks of {video.name}", title_justify="left")
+        for column in ("check", "value", "threshold", "verdict", "where", "reason"):
             table.add_column(column)
         colour = {"pass": "green", "warn": "yellow", "fail": "red"}
         for r in results:
             value = f"{r.value:.3g}" if isinstance(r.value, float) else str(r.value)
-            table.add_row(r.name, value, r.threshold, f"[{colour[r.verdict]}]{r.verdict}[/]", r.reason)
+            where = ", ".join(f"{a:.1f}-{b:.1f} s" for a, b in r.ranges[:4]) + (" …" if len(r.ranges) > 4 else "")
+            table.add_row(r.name, value, r.threshold, f"[{colour[r.verdict]}]{r.verdict}[/]", where, r.reason)
         console.print(table)
     if any(r.verdict == "fail" for r in results):
         raise typer.Exit(1)

@@ -9,8 +9,9 @@ provenance with it. `save_calibration` stores it as JSON (default
 `apply` maps a result's features to a score in [0, 1].
 
 What the score means: the probability that a video is in sync, for a video like the reference
-clips, when in-sync and out-of-sync videos are a priori equally likely (the fit weighs the
-positives and the negatives equally, and every kind of negative equally). It is not a raw
+clips, when a share `prior_in_sync` (stored; default 0.8) of the videos are in sync a priori
+(the fit weighs the positives and the negatives equally, and every kind of negative equally;
+the prior's log-odds are then added to the intercept). It is not a raw
 metric, and it is only as good as the reference set: the stored file says what it was fitted on
 and how well it separated the cases under leave-one-clip-out cross-validation.
 
@@ -46,6 +47,11 @@ CALIBRATION_DIR = Path(__file__).resolve().parent / "calibrations"
 CALIBRATION_SETTING = "AVATARFLOW_LIPSYNC_CALIBRATION"  # a JSON file, or a folder of <scorer>.json
 DEFAULT_GATE = 0.92
 SHIFTS_MS = (200, 480)
+# The share of generated videos the score assumes in sync. The fit weighs in-sync and
+# out-of-sync samples equally (P 0.5 = no evidence either way); 0.8 states that most videos a
+# sound generator makes are in sync, while leaving room for one in five not to be. With 0.5, a
+# weak measure fails most genuine videos (sending them to regeneration); see the README.
+DEFAULT_PRIOR = 0.8
 WINDOW_S = 5.0
 FORMAT_VERSION = 1
 
@@ -80,6 +86,8 @@ class Calibration:
     scorer_settings: dict[str, Any] = field(default_factory=dict)  # how the metrics were measured
     negatives: dict[str, Any] = field(default_factory=dict)  # how the negatives were made
     report: dict[str, Any] = field(default_factory=dict)  # AUCs and pass rates
+    mouth_model: dict[str, Any] = field(default_factory=dict)  # the scorer's learned part, if any
+    prior_in_sync: float = 0.5  # the share of in-sync videos the probability assumes
     format_version: int = FORMAT_VERSION
     source: str | None = None  # the file it was loaded from (not stored)
 
@@ -207,6 +215,12 @@ def save_calibration(calibration: Calibration, path: Path | None = None) -> Path
 # Logistic regression (weighted, L2-penalised, on standardised features)
 
 
+def _log_odds(p: float) -> float:
+    if not 0.0 < p < 1.0:
+        raise CalibrationError(f"the prior share of in-sync videos must be between 0 and 1, not {p}")
+    return math.log(p / (1.0 - p))
+
+
 def _sigmoid(z: np.ndarray | float) -> np.ndarray | float:
     return 0.5 * (1.0 + np.tanh(0.5 * np.asarray(z)))  # no overflow warnings for large |z|
 
@@ -261,15 +275,35 @@ def roc_auc(positive: Sequence[float], negative: Sequence[float]) -> float | Non
 # Building the reference set
 
 
+# Sources of ../shared/media/video that show the same person (its README): one group, so no
+# fold is tested on a face it was fitted on.
+SAME_PERSON_SOURCES = {"aniportrait": "may", "synctalk": "may", "geneface": "may"}
+
+
+def clip_source(name: str) -> str:
+    """A clip's source, the leave-one-source-out group: its name up to the first underscore
+    (`retalking_face3` -> `retalking`), with `SAME_PERSON_SOURCES` merged."""
+    prefix = name.split("_", 1)[0]
+    return SAME_PERSON_SOURCES.get(prefix, prefix)
+
+
+def _clip_itself(name: str) -> str:
+    return name
+
+
 @dataclass
 class Sample:
-    clip: str  # the video's clip name: the cross-validation group
+    clip: str  # the video's clip name
     kind: str  # POSITIVE, "shift_200ms", "shift_480ms", OTHER_CLIP, OTHER_SPEECH
     detail: str  # e.g. "audio late 480 ms", "audio of retalking_face2"
     start_s: float
     stop_s: float
     features: dict[str, float]
     scope: str = "window"  # "window": fitted on; "clip": the whole clip, for the report only
+    group: str = ""  # the cross-validation group (the clip's source); "" means the clip itself
+
+    def __post_init__(self) -> None:
+        self.group = self.group or self.clip
 
     @property
     def positive(self) -> bool:
@@ -304,9 +338,14 @@ def collect_samples(
     extra_pairs: Sequence[tuple[Path, Path]] = (),
     whole_clips: bool = True,
     progress: Callable[[str], None] | None = None,
+    group_of: Callable[[str], str] = clip_source,
 ) -> tuple[list[Sample], list[dict[str, Any]]]:
     """Measure every clip window (and, with `whole_clips`, every whole clip) against its own,
-    shifted and foreign soundtracks."""
+    shifted and foreign soundtracks.
+
+    A scorer with a learned part (`learn(examples)`: the landmark scorer's mouth model) measures
+    each clip with the part learned from the other groups only, so every sample is measured as
+    an unseen video would be; `scorer.learn` is left fitted on all clips."""
     say = progress or (lambda _msg: None)
     window = int(round(window_s * FPS))
     videos = [Path(v) for v in videos]
@@ -327,12 +366,18 @@ def collect_samples(
         if not result.measured:
             say(f"  {name} [{a / FPS:.0f}-{b / FPS:.0f} s] {detail}: not measured ({result.score_reason})")
             return
-        samples.append(Sample(name, kind, detail, a / FPS, b / FPS, result.features(), scope))
+        samples.append(Sample(name, kind, detail, a / FPS, b / FPS, result.features(), scope, group_of(name)))
 
     extras: dict[str, list[tuple[str, np.ndarray]]] = {}
     for video, audio in extra_pairs:
         extras.setdefault(Path(video).stem, []).append((Path(audio).name, load_audio(Path(audio))))
-    for video, name in zip(videos, names, strict=True):
+    learns = callable(getattr(scorer, "learn", None))
+    learned_for: str | None = None
+    for video, name in sorted(zip(videos, names, strict=True), key=lambda vn: group_of(vn[1])):
+        if learns and learned_for != group_of(name):
+            learned_for = group_of(name)
+            say(f"learning without {learned_for}")
+            scorer.learn([(n, tracks[n], sounds[n]) for n in names if group_of(n) != learned_for])  # type: ignore[attr-defined]
         track, own = tracks[name], sounds[name]
         frames = int(track.frames)
         pieces = _windows(frames, window, MIN_FRAMES)
@@ -356,6 +401,8 @@ def collect_samples(
             for label, pcm in extras.get(name, []):
                 foreign = _fit_length(pcm, needed)
                 add(name, OTHER_SPEECH, f"speech from {label}", foreign, a, b, scope)
+    if learns:
+        scorer.learn([(n, tracks[n], sounds[n]) for n in names])  # type: ignore[attr-defined]
     return samples, clips
 
 
@@ -381,26 +428,27 @@ def _matrix(samples: Sequence[Sample], features: Sequence[str]) -> tuple[np.ndar
 
 def cross_validate(
     samples: Sequence[Sample], features: Sequence[str], l2: float,
-    others: Sequence[Sample] = (),
+    others: Sequence[Sample] = (), prior_in_sync: float = 0.5,
 ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
-    """Leave-one-clip-out predictions: each sample scored by a model fitted without its clip.
+    """Leave-one-group-out predictions: each sample scored by a model fitted without its group
+    (its clip's source).
 
     Returns the predictions for `samples` and for `others` (scored, never fitted on: the
-    whole-clip measurements), each by the model that did not see their clip.
+    whole-clip measurements), each by the model that did not see their group.
     """
     out = np.full(len(samples), np.nan)
     out_others = np.full(len(others), np.nan)
-    for clip in sorted({s.clip for s in samples}):
-        train_s = [s for s in samples if s.clip != clip]
+    for clip in sorted({s.group for s in samples}):
+        train_s = [s for s in samples if s.group != clip]
         if not any(s.positive for s in train_s) or all(s.positive for s in train_s):
             continue
         x, y = _matrix(train_s, features)
         mean, scale, coef, b = fit_logistic(x, y, _weights(train_s), l2)
         for pool, target in ((samples, out), (others, out_others)):
-            test = [i for i, s in enumerate(pool) if s.clip == clip]
+            test = [i for i, s in enumerate(pool) if s.group == clip]
             if test:
                 xt, _ = _matrix([pool[i] for i in test], features)
-                target[test] = _sigmoid(((xt - mean) / scale) @ coef + b)
+                target[test] = _sigmoid(((xt - mean) / scale) @ coef + b + _log_odds(prior_in_sync))
     return out, out_others
 
 
@@ -418,6 +466,7 @@ def summarise(
         table[kind] = {
             "n": int(values.size),
             "pass_rate": round(float((values >= gate).mean()), 4) if values.size else None,
+            "under_half": round(float((values < 0.5).mean()), 4) if values.size else None,  # window marks
             "median_p": round(float(np.median(values)), 4) if values.size else None,
             "auc_vs_in_sync": None if kind == POSITIVE else _round(roc_auc(pos, values)),
         }
@@ -466,8 +515,12 @@ def fit(
     l2: float = 1.0,
     negatives: dict[str, Any] | None = None,
     scorer_settings: dict[str, Any] | None = None,
+    prior_in_sync: float = 0.5,
 ) -> Calibration:
-    """Fit on all samples; report cross-validated (honest) and training-set figures."""
+    """Fit on all samples; report cross-validated (honest) and training-set figures.
+
+    The fit weighs in-sync and out-of-sync samples equally; `prior_in_sync` then sets the share
+    of in-sync videos the probability assumes (added to the intercept as its log-odds)."""
     whole = [s for s in samples if s.scope == "clip"]
     samples = [s for s in samples if s.scope == "window"]
     if not any(s.positive for s in samples) or all(s.positive for s in samples):
@@ -475,8 +528,9 @@ def fit(
     features = list(features)
     x, y = _matrix(samples, features)
     mean, scale, coef, intercept = fit_logistic(x, y, _weights(samples), l2)
+    intercept += _log_odds(prior_in_sync)
     fitted = _sigmoid(((x - mean) / scale) @ coef + intercept)
-    held_out, held_out_whole = cross_validate(samples, features, l2, whole)
+    held_out, held_out_whole = cross_validate(samples, features, l2, whole, prior_in_sync)
     per_clip: dict[str, Any] = {}
     for clip in sorted({s.clip for s in samples}):
         idx = [i for i, s in enumerate(samples) if s.clip == clip]
@@ -503,14 +557,15 @@ def fit(
         },  # fmt: skip
         "method": "logistic regression on standardised features, L2 penalty "
         f"{l2:g}; positives and negatives weighted equally, every negative kind equally; "
-        "cross-validation leaves one clip (all its windows and negatives) out at a time",
+        "cross-validation leaves one source (all its clips' windows and negatives) out at a "
+        "time; a learned mouth model is refitted without that source too",
     }
     return Calibration(
         scorer=scorer, features=features, mean=[float(v) for v in mean],
         scale=[float(v) for v in scale], coef=[float(v) for v in coef], intercept=intercept,
         l2=l2, gate=gate, created=datetime.now(UTC).isoformat(timespec="seconds"),
         code_version=code_version(), clips=clips, scorer_settings=scorer_settings or {},
-        negatives=negatives or {}, report=report,
+        negatives=negatives or {}, report=report, prior_in_sync=prior_in_sync,
     )  # fmt: skip
 
 
@@ -525,6 +580,8 @@ def calibrate(
     gate: float = DEFAULT_GATE,
     l2: float = 1.0,
     progress: Callable[[str], None] | None = None,
+    group_of: Callable[[str], str] = clip_source,
+    prior_in_sync: float = DEFAULT_PRIOR,
 ) -> Calibration:
     """Measure the reference videos, fit the logistic map, and return it with its report.
 
@@ -536,8 +593,10 @@ def calibrate(
     if len(videos) < 2:
         raise CalibrationError("calibration needs at least 2 reference videos (negatives borrow "
                                "another clip's soundtrack; cross-validation leaves one out)")  # fmt: skip
+    if len({group_of(v.stem) for v in videos}) < 2:
+        group_of = _clip_itself  # one source only: leave one clip out instead
     samples, clips = collect_samples(videos, scorer, shifts_ms=shifts_ms, window_s=window_s,
-                                     extra_pairs=extra_pairs, progress=progress)  # fmt: skip
+                                     extra_pairs=extra_pairs, progress=progress, group_of=group_of)  # fmt: skip
     negatives = {
         "shifts_ms": list(shifts_ms),
         "shift_directions": ["audio late", "audio early"],
@@ -545,10 +604,15 @@ def calibrate(
         "extra_pairs": [[Path(v).name, Path(a).name] for v, a in extra_pairs],
         "window_s": window_s,
         "windows": "non-overlapping; clips shorter than one window count whole",
+        "groups": {c["name"]: group_of(Path(c["name"]).stem) for c in clips},
     }
     settings = scorer.settings() if hasattr(scorer, "settings") else {}
-    return fit(samples, features or scorer.calibration_features, scorer=scorer.name,
-               clips=clips, gate=gate, l2=l2, negatives=negatives, scorer_settings=settings)  # fmt: skip
+    calibration = fit(samples, features or scorer.calibration_features, scorer=scorer.name,
+                      clips=clips, gate=gate, l2=l2, negatives=negatives, scorer_settings=settings,
+                      prior_in_sync=prior_in_sync)  # fmt: skip
+    model = getattr(scorer, "mouth_model", None)
+    calibration.mouth_model = model.to_dict() if model is not None else {}
+    return calibration
 
 
 def report_rows(calibration: Calibration, which: str = "cross_validated") -> list[tuple[str, ...]]:

@@ -41,6 +41,13 @@ LANDMARKS = {
     "chin": 152,
     "face_right": 234,
     "face_left": 454,
+    # Eyelids (the eye check's openness: lid gap over eye width) and the inner lip corners.
+    "right_upper_lid": 159,
+    "right_lower_lid": 145,
+    "left_upper_lid": 386,
+    "left_lower_lid": 374,
+    "inner_right": 78,
+    "inner_left": 308,
 }
 _IDX = list(LANDMARKS.values())
 _RIGHT_IRIS, _LEFT_IRIS = 468, 473  # only in the refined mesh (478 points)

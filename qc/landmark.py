@@ -1,41 +1,37 @@
-"""The default lip-sync scorer (landmark-v1): mouth motion against speech-band energies, no weights.
+"""The default lip-sync scorer (landmark-v2): the mouth against the mouth its speech predicts.
 
 How it measures (and why):
 - Frames and soundtrack come from QC's one pass (`qc.scan`): the 25 fps grid at a short side of
   at most 360 px, the soundtrack at 16 kHz with sample 0 at the video's time 0.
-- Mouth, per frame: (1) the outer lip height (landmarks 0-17) over the eye distance, from the
-  face track (MediaPipe's face mesh with the refined lips, every second frame), and (2) the
-  darkness of the centre of a 32x24 grey mouth patch aligned on the mouth corners: an open mouth
-  shows its dark cavity. The landmarks alone are a weak signal (the mesh smooths the lips); the
-  pixels see what the lips really do.
+- Mouth, per frame: the outer and inner lip openings over the eye distance, from the face
+  track (MediaPipe's face mesh with the refined lips, every third frame, interpolated between),
+  and the darkness of the centre of a 32x24 grey mouth patch aligned on the mouth corners (an
+  open mouth shows its dark cavity; the pixels see every frame, the mesh smooths the lips).
 - Audio, per video frame: log energies of 7 speech bands (100 Hz - 7 kHz) in an 80 ms Hann
   window centred on the frame.
 - Both are band-passed to 0.3-6 Hz (zero-phase: no lag is introduced), the syllable rhythm
-  where lip motion and the speech envelope move together.
-- For each offset of up to +-15 frames (+-0.6 s), the first canonical correlation between the 2
-  mouth signals and the 7 band signals, in 5 s windows (2.5 s hop), averaged over the windows: a
-  canonical correlation lets each band count with its own sign and weight (vowel energy opens
-  the mouth, fricatives do not), which a single envelope cannot. Averaging window curves keeps
-  the scale of the values the same for a 5 s and a 60 s video (the calibration is fitted on 5 s
-  windows), while longer videos get a less noisy curve.
+  where lip motion and the speech envelope move together, and standardised per video.
+- `qc.mouth_model` predicts the three mouth signals from the speech bands of the 17 frames
+  around each frame: one fixed linear map fitted on real clips and shipped in the calibration.
+- For each offset of up to +-15 frames (+-0.6 s), the correlation of the mouth with the
+  predicted mouth, averaged over the three signals and over 5 s analysis windows (2.5 s hop).
+  Averaging window curves keeps the scale the same for a 5 s and a 60 s video (the calibration
+  is fitted on 5 s windows), while longer videos get a less noisy curve.
 - confidence = peak - median over offsets (the idea of SyncNet's LSE-C); correlation = the
-  peak; offset = where it is. near_confidence / near_margin (what the calibration uses): see
+  peak; offset = where it is. near_peak / near_margin (what the calibration uses): see
   `qc.result.curve_features`. Each 5 s window's own curve gives its own features, so the
   calibration scores every window too (`LipSyncResult.sync_windows`). Raw per-window values: the
-  correlation of the canonical mouth and audio variates (weights fitted on the whole video at
-  the best offset) in 2 s windows.
+  correlation at the best offset in 2 s windows.
 
-Measured on the nine real clips in ../shared/media/video (see the report stored in
-qc/calibrations/landmark-v1.json): cross-validated ROC AUC 0.997 against 480 ms shifts, 0.97
-against another clip's audio, 0.89 against 200 ms shifts, on 5 s windows. Known misses: the
-variable-frame-rate retalking_face1 peaks at -10 frames; a 200 ms shift of a clip whose natural
-offset is -2 or -3 frames lands inside the +-3 frame tolerance.
+Measured on the 24 real clips of 14 sources in ../shared/media/video, leave-one-source-out: see
+the report stored in qc/calibrations/landmark-v2.json and `benchmarks/qc_trust.py`.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
@@ -44,7 +40,8 @@ import numpy as np
 
 from qc.calibration import Calibration, Calibrator
 from qc.decode import DECODE_SHORT_SIDE, DECODE_TIMEOUT_S, FPS, HOP, load_audio, own_soundtrack
-from qc.facetrack import MESH_STRIDE, MeshTracker, MouthTrack, OwnedTracker
+from qc.facetrack import MeshTracker, MouthTrack, OwnedTracker
+from qc.mouth_model import SIGNALS, MouthModel, fit_mouth_model, mouth_signals
 from qc.result import NEAR_OFFSET, LipSyncError, LipSyncResult, SyncWindow, curve_features
 from qc.scan import Scan, scan_video
 from qc.speech import BAND_EDGES_HZ, band_energies
@@ -55,13 +52,9 @@ from qc.sync_search import (
     WINDOW_FRAMES,
     WINDOW_HOP,
     SyncCurve,
-    bandpass,
-    fill_gaps,
     offset_curve,
     window_correlations,
 )  # fmt: skip
-
-SIGNALS = ("outer", "darkness")  # the mouth signals compared with the speech bands
 
 
 def _summary(offsets: np.ndarray, curve: np.ndarray) -> tuple[int, float, float, list[float]]:
@@ -93,21 +86,24 @@ class LandmarkSyncScorer:
     """Weight-free lip-sync scorer: mouth landmarks and mouth-patch darkness against speech bands.
 
     Construct once per worker thread and reuse (the face mesh graph is built once). `calibration`:
-    None loads the stored default for this scorer (`qc/calibrations/landmark-v1.json`) on first
+    None loads the stored default for this scorer (`qc/calibrations/landmark-v2.json`) on first
     use; pass a `qc.calibration.Calibration` to use another, or `False` for raw metrics only.
+    The mouth model comes from the calibration unless given as `mouth_model` (calibrating sets
+    `self.mouth_model` to each fold's model in turn).
     """
 
-    name = "landmark-v1"
-    # Smooth versions of "confidence" and "|offset| small", which the logistic map handles
-    # better than the jumpy integer offset (cross-validated AUCs in the stored calibration).
-    calibration_features: tuple[str, ...] = ("near_confidence", "near_margin")
+    name = "landmark-v2"
+    # "How well does the mouth follow the speech near offset 0" and "how much better than at
+    # any offset further out": smooth, where the integer offset is jumpy.
+    calibration_features: tuple[str, ...] = ("near_peak", "near_margin")
 
     def __init__(
         self,
         *,
         calibration: Calibration | Literal[False] | None = None,
         calibration_path: Path | None = None,
-        mesh_stride: int = MESH_STRIDE,
+        mesh_stride: int = 3,
+        mouth_model: MouthModel | None = None,
         mesh_refine: bool = True,
         signals: tuple[str, ...] = SIGNALS,
         short_side: int = DECODE_SHORT_SIDE,
@@ -119,6 +115,7 @@ class LandmarkSyncScorer:
         self.short_side = short_side
         self.max_offset = max_offset
         self.calibrator = Calibrator(self.name, calibration, calibration_path)
+        self.mouth_model = mouth_model
         self._mesh = OwnedTracker(refine=mesh_refine)
 
     def settings(self) -> dict[str, Any]:
@@ -126,6 +123,7 @@ class LandmarkSyncScorer:
         return {"mesh_stride": self.mesh_stride, "mesh_refine": self.mesh_refine,
                 "signals": list(self.signals), "decode_short_side": self.short_side,
                 "max_offset": self.max_offset, "window_frames": WINDOW_FRAMES,
+                "mouth_model": "qc.mouth_model (ridge, fitted with the calibration)",
                 "window_hop": WINDOW_HOP, "signal_band_hz": list(SIGNAL_BAND_HZ),
                 "audio_bands_hz": list(BAND_EDGES_HZ), "near_offset": NEAR_OFFSET}  # fmt: skip
 
@@ -155,9 +153,7 @@ class LandmarkSyncScorer:
         t0 = time.perf_counter()
         n_audio = int(math.ceil(pcm.size / HOP))
         stop = track.frames if stop is None else min(stop, track.frames)
-        raw = np.column_stack([track.signal(name) for name in self.signals])
-        mouth = np.column_stack([fill_gaps(col, np.isfinite(col)) for col in raw.T])
-        ok = np.isfinite(mouth).all(axis=1)
+        mouth, ok = mouth_signals(track, self.signals)
         face_fraction = float(track.tracked[start:stop].mean()) if stop > start else 0.0
         result = LipSyncResult(
             scorer=self.name, video=video or track.video, audio=audio, frames=max(0, stop - start),
@@ -174,12 +170,12 @@ class LandmarkSyncScorer:
         if not np.any(pcm) or float(np.sqrt(np.mean(np.square(pcm, dtype=np.float64)))) < 1e-5:
             result.score_reason = "the soundtrack is silent: nothing to compare the mouth with"
             return result
-        # Band-pass over the tracked stretches (NaN runs are bridged by the mean for the filter
-        # and left out of every statistic through `ok`).
-        mouth[~ok] = np.nanmean(mouth[ok], axis=0)
-        mouth = bandpass(mouth)
-        bands = bandpass(band_energies(pcm, max(n_audio, 1)))
-        curve = offset_curve(mouth, bands, ok, start, stop, self.max_offset)
+        model = self.model()
+        if model is None:
+            result.score_reason = f"no mouth model: {self.calibrator.reason()}"
+            return result
+        predicted = model.predict(band_energies(pcm, max(n_audio, 1)))
+        curve = offset_curve(mouth, predicted, ok, start, stop, self.max_offset)
         if curve is None:
             result.score_reason = ("no 5 s stretch with a face in 80 % of its frames and "
                                    "overlapping audio: cannot measure")  # fmt: skip
@@ -192,12 +188,27 @@ class LandmarkSyncScorer:
         result.offset_frames = offset
         result.sync_windows = _windows(curve)
         result.window_starts_s, result.window_values = window_correlations(
-            mouth, bands, ok, start, stop, offset
+            mouth, predicted, ok, start, stop, offset
         )
         if face_fraction < 0.9:
             result.notes.append(f"face tracked in {face_fraction:.0%} of frames only")
         result.timings_s["measure"] = time.perf_counter() - t0
         return result
+
+    def learn(self, examples: Sequence[tuple[str, MouthTrack, np.ndarray]]) -> MouthModel:
+        """Fit the mouth model on in-sync (name, track, own soundtrack) clips and use it."""
+        data = [(name, *mouth_signals(track, self.signals), band_energies(pcm, track.frames))
+                for name, track, pcm in examples]  # fmt: skip
+        self.mouth_model = fit_mouth_model(data, signals=self.signals)
+        return self.mouth_model
+
+    def model(self) -> MouthModel | None:
+        """The mouth model in use: the one given, else the calibration's (None: neither)."""
+        if self.mouth_model is None:
+            calibration = self.calibrator.calibration()
+            if calibration is not None and calibration.mouth_model:
+                self.mouth_model = MouthModel.from_dict(calibration.mouth_model)
+        return self.mouth_model
 
     def apply_calibration(self, result: LipSyncResult) -> LipSyncResult:
         """Fill in `score` (and its reason) from the calibration, for the video and each window."""

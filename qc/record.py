@@ -6,7 +6,7 @@ checks)` reads them back as typed fields, so nothing downstream guesses key name
 
     metrics = {
         "format": "avatarflow.qc/1",
-        "scorer": "landmark-v1" or None,                  # the scorer asked for
+        "scorer": "landmark-v2" or None,                  # the scorer asked for
         "lipsync": LipSyncResult.to_dict() or None,   # raw metrics, per-window values, score
         "lipsync_error": "why the scorer could not run" or None,
         "timings_s": {"probe": ..., "pass": ..., "lipsync": ..., "checks": ..., "total": ...},

@@ -21,7 +21,7 @@ import numpy as np
 from avatarflow.errors import AvatarflowError
 
 REPORT_WINDOW_S = 2.0  # the raw per-window values' length
-NEAR_OFFSET = 3  # frames: real recordings peak within this of 0 (the mouth leads a little)
+NEAR_OFFSET = 2  # frames: real recordings peak within this of 0; 200 ms (5 frames) must fall outside
 OFFSET_CONVENTION = "positive: audio late (lags the picture), in 25 fps frames"
 
 
@@ -35,8 +35,8 @@ def curve_features(
 ) -> dict[str, float]:  # fmt: skip
     """The raw numbers a calibration may use, by name (only those that were measured).
 
-    near_confidence: the best value within NEAR_OFFSET frames of 0 minus the median over all
-    offsets; near_margin: that best minus the best further out. Smooth versions of "confidence"
+    near_peak: the best value within NEAR_OFFSET frames of 0; near_confidence: that minus the
+    median over all offsets; near_margin: that minus the best further out. Smooth versions of "confidence"
     and "|offset| small", which a logistic map handles better than the jumpy integer offset.
     """
     out: dict[str, float] = {}
@@ -52,6 +52,7 @@ def curve_features(
         # The same two numbers for either kind of curve, oriented so higher is better.
         oriented = np.array(curve, dtype=np.float64) * (-1.0 if curve_kind == "distance" else 1.0)
         near = np.abs(np.array(offsets)) <= NEAR_OFFSET
+        out["near_peak"] = float(oriented[near].max())
         out["near_confidence"] = float(oriented[near].max() - np.median(oriented))
         out["near_margin"] = float(oriented[near].max() - oriented[~near].max())
     return out

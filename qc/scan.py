@@ -3,6 +3,8 @@ measures it (the mouth recorder always; the technical checks' `PictureScan` when
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -51,6 +53,43 @@ class Scan:
         return self.decoding.frames_read
 
 
+class _Measurer:
+    """Hands tracked frames to the consumers in a thread of their own, in order.
+
+    The face mesh (native code, the GIL released) and the consumers' numpy and OpenCV work then
+    run on two cores at once. The queue holds at most `depth` batches of frames, so memory stays
+    at a few frames however long the video.
+    """
+
+    def __init__(self, consumers: Sequence[FrameConsumer], depth: int = 8) -> None:
+        self.consumers = consumers
+        self._queue: queue.Queue[list[tuple[Frame, np.ndarray | None]] | None] = queue.Queue(depth)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="qc-measure", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (done := self._queue.get()) is not None:
+            if self._error is not None:
+                continue  # drain: the producer learns of the error at close
+            try:
+                for frame, marks in done:
+                    for consumer in self.consumers:
+                        consumer.add(frame, marks)
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+                self._error = exc
+
+    def put(self, done: list[tuple[Frame, np.ndarray | None]]) -> None:
+        if done:
+            self._queue.put(done)
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+
 def scan_video(
     video: Path, tracker: MeshTracker, *, info: media.MediaInfo | None = None,
     short_side: int = DECODE_SHORT_SIDE, stride: int = MESH_STRIDE,
@@ -73,20 +112,17 @@ def scan_video(
         if native:
             soundtracks[NATIVE] = native_rendition(info.audio)
     recorder = MouthRecorder()
+    measure = _Measurer([recorder, *consumers])
     with Decoding(video, decode_size(info, short_side), soundtracks=soundtracks, timeout_s=timeout_s) as decoding:
-        with tracker.lock:
-            tracker.reset()
-            track = StridedTrack(tracker, stride)
-
-            def hand_on(done: list[tuple[Frame, np.ndarray | None]]) -> None:
-                for frame, marks in done:
-                    recorder.add(frame, marks)
-                    for consumer in consumers:
-                        consumer.add(frame, marks)
-
-            for frame in decoding.frames():
-                hand_on(track.feed(frame))
-            hand_on(track.finish())
+        try:
+            with tracker.lock:
+                tracker.reset()
+                track = StridedTrack(tracker, stride)
+                for frame in decoding.frames():
+                    measure.put(track.feed(frame))
+                measure.put(track.finish())
+        finally:
+            measure.close()
         pcm = decoding.soundtrack(SPEECH)
         raw = decoding.soundtrack(NATIVE)
     rate = int(info.audio.sample_rate or 0) if info.audio is not None else None

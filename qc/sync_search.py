@@ -1,5 +1,6 @@
-"""The audio-video offset search: canonical correlation of mouth and speech signals per offset,
-over 5 s analysis windows, and the per-window values that show where sync breaks down."""
+"""The audio-video offset search: the correlation of the mouth with the mouth the speech predicts
+(`qc.mouth_model`), per offset, over 5 s analysis windows, and the per-window values that show
+where sync breaks down."""
 
 from __future__ import annotations
 
@@ -30,21 +31,12 @@ def bandpass(x: np.ndarray, band: tuple[float, float] = SIGNAL_BAND_HZ) -> np.nd
     return sps.sosfiltfilt(sos, centred, axis=0)
 
 
-def _orthonormal(x: np.ndarray) -> np.ndarray | None:
-    """An orthonormal basis of the centred columns of x (None when they are all constant)."""
+def mean_correlation(x: np.ndarray, y: np.ndarray) -> float:
+    """The Pearson correlation of each column of x with the same column of y, averaged."""
     x = x - x.mean(axis=0)
-    u, s, _ = np.linalg.svd(x, full_matrices=False)
-    if not s.size or s[0] <= 1e-9:
-        return None
-    return u[:, s > s[0] * 1e-6]
-
-
-def canonical_correlation(x: np.ndarray, y: np.ndarray) -> float:
-    """The first canonical correlation between the columns of x and of y (same rows)."""
-    qx, qy = _orthonormal(x), _orthonormal(y)
-    if qx is None or qy is None:
-        return 0.0
-    return float(np.linalg.svd(qx.T @ qy, compute_uv=False)[0])
+    y = y - y.mean(axis=0)
+    den = np.sqrt((x * x).sum(axis=0) * (y * y).sum(axis=0))
+    return float(np.mean(np.where(den > 1e-12, (x * y).sum(axis=0) / np.maximum(den, 1e-12), 0.0)))
 
 
 def fill_gaps(x: np.ndarray, valid: np.ndarray, max_gap: int = MAX_GAP_FRAMES) -> np.ndarray:
@@ -77,21 +69,22 @@ def analysis_windows(start: int, stop: int, size: int = WINDOW_FRAMES, hop: int 
 @dataclass
 class SyncCurve:
     offsets: np.ndarray
-    curve: np.ndarray  # mean over analysis windows of the canonical correlation per offset
+    curve: np.ndarray  # mean over analysis windows of the correlation per offset
     windows_used: int
     # Every analysis window [a, b) and its own curve (None: too few tracked frames to measure).
     rows: list[tuple[int, int, np.ndarray | None]]
 
 
 def offset_curve(
-    mouth: np.ndarray, audio: np.ndarray, ok: np.ndarray, start: int, stop: int,
+    mouth: np.ndarray, predicted: np.ndarray, ok: np.ndarray, start: int, stop: int,
     max_offset: int = MAX_OFFSET,
 ) -> SyncCurve | None:  # fmt: skip
-    """Mean canonical correlation per offset over the analysis windows of frames [start, stop).
+    """Mean correlation of the mouth with the predicted mouth per offset, over the analysis
+    windows of frames [start, stop).
 
-    `mouth` (n, p) and `audio` (m, q) are band-passed signals on the same frame grid; audio
-    frame i + d is paired with video frame i at offset d (d > 0: audio late). At offsets where
-    the audio runs out, only the overlapping frames count.
+    `mouth` (n, k) and `predicted` (m, k) are on the same frame grid; predicted frame i + d is
+    paired with video frame i at offset d (d > 0: audio late). At offsets where the audio runs
+    out, only the overlapping frames count.
     """
     if stop - start < MIN_FRAMES:
         return None
@@ -103,12 +96,12 @@ def offset_curve(
             continue
         row = np.zeros(offsets.size)
         for k, d in enumerate(offsets):
-            lo, hi = max(a, -d, 0), min(b, audio.shape[0] - d)
+            lo, hi = max(a, -d, 0), min(b, predicted.shape[0] - d)
             keep = ok[lo:hi] if hi > lo else np.zeros(0, bool)
             if hi - lo < MIN_FRAMES or keep.sum() < MIN_FRAMES:
                 row[k] = np.nan
                 continue
-            row[k] = canonical_correlation(mouth[lo:hi][keep], audio[lo + d : hi + d][keep])
+            row[k] = mean_correlation(mouth[lo:hi][keep], predicted[lo + d : hi + d][keep])
         rows.append((a, b, row))
     measured = [row for _, _, row in rows if row is not None]
     if not measured:
@@ -122,36 +115,21 @@ def offset_curve(
 
 
 def window_correlations(
-    mouth: np.ndarray, audio: np.ndarray, ok: np.ndarray, start: int, stop: int, offset: int,
+    mouth: np.ndarray, predicted: np.ndarray, ok: np.ndarray, start: int, stop: int, offset: int,
     window: int = int(REPORT_WINDOW_S * FPS),
 ) -> tuple[list[float], list[float | None]]:  # fmt: skip
-    """Per `window`-frame piece: correlation of the canonical mouth and audio variates at `offset`.
+    """Per `window`-frame piece: the mouth's correlation with the predicted mouth at `offset`.
 
-    The canonical weights come from all the frames (at that offset), so each piece reports how
-    well that one mouth-audio relation holds there: low values mark where sync breaks down.
+    Low values mark where the mouth stops doing what the speech says it should.
     """
-    lo, hi = max(start, -offset, 0), min(stop, audio.shape[0] - offset)
-    frames = np.arange(lo, hi)
-    frames = frames[ok[lo:hi]] if hi > lo else frames
     starts: list[float] = []
     values: list[float | None] = []
-    if frames.size < MIN_FRAMES:
-        return starts, values
-    x, y = mouth[frames], audio[frames + offset]
-    x, y = x - x.mean(axis=0), y - y.mean(axis=0)
-    # CCA weights by whitening: the top singular vectors of Qx' Qy map back to the columns.
-    qx, qy = _orthonormal(x), _orthonormal(y)
-    if qx is None or qy is None:
-        return starts, values
-    a, _, bt = np.linalg.svd(qx.T @ qy, full_matrices=False)
-    u_var, v_var = qx @ a[:, 0], qy @ bt[0, :]  # the first pair of canonical variates
     for w0 in range(start, stop, window):
-        sel = (frames >= w0) & (frames < w0 + window)
+        lo, hi = max(w0, -offset, 0), min(w0 + window, stop, predicted.shape[0] - offset)
         starts.append(w0 / FPS)
-        if sel.sum() < window // 2:
+        keep = ok[lo:hi] if hi > lo else np.zeros(0, bool)
+        if keep.sum() < window // 2:
             values.append(None)
             continue
-        uu, vv = u_var[sel] - u_var[sel].mean(), v_var[sel] - v_var[sel].mean()
-        denom = float(np.linalg.norm(uu) * np.linalg.norm(vv))
-        values.append(float(uu @ vv / denom) if denom > 0 else 0.0)
+        values.append(mean_correlation(mouth[lo:hi][keep], predicted[lo + offset : hi + offset][keep]))
     return starts, values

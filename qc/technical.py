@@ -33,9 +33,10 @@ colour cast gives 6-13.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -46,6 +47,15 @@ from qc.identity import FaceSample, reference_face, similarity
 from qc.picture import FACE_SAMPLE_FPS, PictureScan, PictureStats
 from qc.scan import Scan, scan_video
 from qc.verdicts import CheckResult, summarise, worst_verdict
+from qc.visual import (
+    VisualScan,
+    VisualStats,
+    VisualThresholds,
+    evaluate_visual,
+    merge_ranges,
+    runs,
+    spans_text,
+)  # fmt: skip
 from tasks.audio import find_speech, measure_loudness, measure_true_peak_db
 from tasks.face_detectors import default_detector
 from tasks.face_types import FaceDetector
@@ -115,18 +125,11 @@ def _clock(t: float) -> str:
     return f"{t:.1f} s"
 
 
-def _spans(spans: Sequence[tuple[float, float]], limit: int = 3) -> str:
-    text = ", ".join(f"{a:.1f}-{b:.1f} s" for a, b in spans[:limit])
-    return text + (f" and {len(spans) - limit} more" if len(spans) > limit else "")
 
 
 # --------------------------------------------------------------------------- the checks
 
 
-def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
-    """(start, stop) index pairs of the runs of True."""
-    edges = np.flatnonzero(np.diff(np.concatenate([[0], mask.astype(np.int8), [0]])))
-    return list(zip(edges[0::2].tolist(), edges[1::2].tolist(), strict=True))
 
 
 def _check_decodable(scan: Scan) -> CheckResult:
@@ -222,7 +225,7 @@ def _check_duration(
 
 def _check_black(decoded: PictureStats, fps: float, th: Thresholds) -> CheckResult:
     black = np.array(decoded.luma) <= th.black_luma
-    spans = [(a / fps, b / fps) for a, b in _runs(black)]
+    spans = [(a / fps, b / fps) for a, b in runs(black)]
     longest = max((b - a for a, b in spans), default=0.0)
     threshold = f"no black stretch ≥ {th.black_fail_s:g} s (warn ≥ {th.black_warn_s:g} s)"
     details = {"black_spans_s": [[round(a, 2), round(b, 2)] for a, b in spans]}
@@ -230,11 +233,14 @@ def _check_black(decoded: PictureStats, fps: float, th: Thresholds) -> CheckResu
     if not spans:
         reason = "no black frames"
     elif verdict == "pass":
-        reason = f"only single black frames ({_spans(spans)})"
+        reason = f"only single black frames ({spans_text(spans)})"
     else:
         reason = (f"the picture is black for {longest:.2f} s at most (mean luma ≤ "
-                  f"{th.black_luma:g}): {_spans(spans)}")  # fmt: skip
-    return CheckResult("black_frames", round(longest, 3), threshold, verdict, reason, details)
+                  f"{th.black_luma:g}): {spans_text(spans)}")  # fmt: skip
+    bad = [(a, b) for a, b in spans if b - a >= th.black_warn_s - 1e-9] if verdict != "pass" else []
+    worst = max(bad, key=lambda sp: sp[1] - sp[0]) if bad else None
+    return CheckResult("black_frames", round(longest, 3), threshold, verdict, reason, details,
+                       ranges=bad, worst_s=None if worst is None else (worst[0] + worst[1]) / 2)
 
 
 def _check_frozen(decoded: PictureStats, fps: float, th: Thresholds) -> CheckResult:
@@ -243,7 +249,7 @@ def _check_frozen(decoded: PictureStats, fps: float, th: Thresholds) -> CheckRes
     # Frame i repeats frame i-1. Black stretches are reported by the black check, not here.
     same = (diffs < th.frozen_block_diff) & ~black
     # A run of k repeats shows one picture for k+1 frames.
-    spans = [((a - 1) / fps, b / fps) for a, b in _runs(same)]
+    spans = [((a - 1) / fps, b / fps) for a, b in runs(same)]
     longest = max((b - a for a, b in spans), default=0.0)
     threshold = f"no still stretch ≥ {th.frozen_fail_s:g} s (warn ≥ {th.frozen_warn_s:g} s)"
     verdict = _grade_low(longest, th.frozen_warn_s - 1e-9, th.frozen_fail_s - 1e-9)
@@ -255,8 +261,11 @@ def _check_frozen(decoded: PictureStats, fps: float, th: Thresholds) -> CheckRes
                   f"no still stretch longer than {longest:.2f} s")  # fmt: skip
     else:
         reason = (f"the picture is frozen (identical frames) for {longest:.2f} s at most: "
-                  f"{_spans(shown)}")  # fmt: skip
-    return CheckResult("frozen_frames", round(longest, 3), threshold, verdict, reason, details)
+                  f"{spans_text(shown)}")  # fmt: skip
+    bad = shown if verdict != "pass" else []
+    worst = max(bad, key=lambda sp: sp[1] - sp[0]) if bad else None
+    return CheckResult("frozen_frames", round(longest, 3), threshold, verdict, reason, details,
+                       ranges=bad, worst_s=None if worst is None else (worst[0] + worst[1]) / 2)
 
 
 def _check_face(decoded: PictureStats, th: Thresholds) -> CheckResult:
@@ -292,15 +301,13 @@ def _windows(
     return out
 
 
-def _merge(starts: Sequence[float], length: float) -> list[tuple[float, float]]:
-    """Adjacent windows [start, start + length) merged into spans."""
-    spans: list[tuple[float, float]] = []
-    for a in sorted(starts):
-        if spans and a <= spans[-1][1] + 1e-9:
-            spans[-1] = (spans[-1][0], a + length)
-        else:
-            spans.append((a, a + length))
-    return spans
+
+
+def _worst_frame(decoded: PictureStats, values: Sequence[float], start: float, th: Thresholds,
+                 pick: Callable[..., Any]) -> float:
+    """The time of the worst sampled face inside the worst window."""
+    inside = [(f.t, v) for f, v in zip(decoded.faces, values, strict=True) if start <= f.t < start + th.window_s]
+    return pick(inside, key=lambda tv: tv[1])[0] if inside else start + th.window_s / 2
 
 
 def _check_identity(
@@ -318,7 +325,7 @@ def _check_identity(
     windows = _windows([f.t for f in decoded.faces], sims, th.window_s)
     start, worst = min(windows, key=lambda w: w[1])
     verdict = _grade_high(worst, th.identity_warn, th.identity_fail)
-    low = _merge([a for a, v in windows if v < th.identity_warn], th.window_s)
+    low = merge_ranges([a for a, v in windows if v < th.identity_warn], th.window_s)
     details = {"windows": [[round(a, 2), round(v, 3)] for a, v in windows],
                "median": round(float(np.median(sims)), 3)}
     if verdict == "pass":
@@ -326,9 +333,10 @@ def _check_identity(
                   f"in every {th.window_s:g} s window)")  # fmt: skip
     else:
         reason = (f"the face drifts away from the reference portrait: similarity falls to "
-                  f"{worst:.2f} at {_spans([(start, start + th.window_s)])} and is below "
-                  f"{th.identity_warn:.2f} over {_spans(low)}")  # fmt: skip
-    return CheckResult("identity", round(worst, 4), threshold, verdict, reason, details)
+                  f"{worst:.2f} at {spans_text([(start, start + th.window_s)])} and is below "
+                  f"{th.identity_warn:.2f} over {spans_text(low)}")  # fmt: skip
+    return CheckResult("identity", round(worst, 4), threshold, verdict, reason, details,
+                       ranges=low if verdict != "pass" else [], worst_s=_worst_frame(decoded, sims, start, th, min))
 
 
 def _check_colour(decoded: PictureStats, ref: FaceSample | str, th: Thresholds) -> CheckResult:
@@ -346,7 +354,7 @@ def _check_colour(decoded: PictureStats, ref: FaceSample | str, th: Thresholds) 
     # Which way the worst window went, in words a reviewer can check by eye.
     in_worst = [f.lab for f in decoded.faces if start <= f.t < start + th.window_s]
     d_l, d_a, d_b = (np.mean(in_worst or [f.lab for f in decoded.faces], axis=0) - ref.lab).tolist()
-    high = _merge([a for a, v in windows if v > th.colour_warn_delta_e], th.window_s)
+    high = merge_ranges([a for a, v in windows if v > th.colour_warn_delta_e], th.window_s)
     details = {"windows": [[round(a, 2), round(v, 2)] for a, v in windows],
                "worst_shift_lab": [round(d_l, 2), round(d_a, 2), round(d_b, 2)]}
     if verdict == "pass":
@@ -362,9 +370,10 @@ def _check_colour(decoded: PictureStats, ref: FaceSample | str, th: Thresholds) 
             shifts.append("bluer" if d_b < 0 else "yellower")
         how = ", ".join(shifts) or "shifted in hue"
         reason = (f"the face's colour drifts from the reference portrait: ΔE {worst:.1f} at "
-                  f"{_spans([(start, start + th.window_s)])} ({how}), above "
-                  f"{th.colour_warn_delta_e:g} over {_spans(high)}")  # fmt: skip
-    return CheckResult("colour", round(worst, 3), threshold, verdict, reason, details)
+                  f"{spans_text([(start, start + th.window_s)])} ({how}), above "
+                  f"{th.colour_warn_delta_e:g} over {spans_text(high)}")  # fmt: skip
+    return CheckResult("colour", round(worst, 3), threshold, verdict, reason, details,
+                       ranges=high if verdict != "pass" else [], worst_s=_worst_frame(decoded, deltas, start, th, max))
 
 
 def _check_audio(scan: Scan, th: Thresholds) -> tuple[list[CheckResult], float | None]:
@@ -442,8 +451,10 @@ def evaluate(
     scan: Scan, picture: PictureStats, *, expected_seconds: float,
     expected_size: tuple[int, int] | None, reference_image: Path | None, fps: float = FPS,
     thresholds: Thresholds = Thresholds(), detector: FaceDetector | None = None,
+    visual: VisualStats | None = None, visual_thresholds: VisualThresholds = VisualThresholds(),
 ) -> list[CheckResult]:  # fmt: skip
-    """Every technical check of one pass over a video, in a fixed order (see `run_checks`)."""
+    """Every technical check of one pass over a video, in a fixed order (see `run_checks`); with
+    `visual` (what `qc.visual.VisualScan` collected on the pass) the visual checks too."""
     th = thresholds
     info = scan.info
     results = [_check_decodable(scan), *_check_streams(info), _check_fps(info, fps, th)]
@@ -461,6 +472,8 @@ def evaluate(
                                        float(np.median(eyes)) if eyes else None)  # fmt: skip
             results.append(_check_identity(picture, reference, th))
             results.append(_check_colour(picture, reference, th))
+    if visual is not None and picture.frames:
+        results += evaluate_visual(scan.mouth, visual, scan.speech, visual_thresholds)
     return results + audio_results
 
 
@@ -501,17 +514,19 @@ def run_checks(
     if isinstance(info, list):
         return info
     picture = PictureScan(face_fps, thresholds.black_luma)
+    visual = VisualScan()
     own = tracker is None
     mesh = MeshTracker() if tracker is None else tracker
     try:
         scan = scan_video(video, mesh, info=info, short_side=short_side, stride=stride or picture.every,
-                          consumers=[picture], native=True,
+                          consumers=[picture, visual], native=True, speech=True,
                           timeout_s=pass_limit(info, expected_seconds, timeout_s))  # fmt: skip
     finally:
         if own:
             mesh.close()
     return evaluate(scan, picture.stats, expected_seconds=expected_seconds, expected_size=expected_size,
-                    reference_image=reference_image, fps=fps, thresholds=thresholds, detector=detector)
+                    reference_image=reference_image, fps=fps, thresholds=thresholds, detector=detector,
+                    visual=visual.stats)
 
 
 __all__ = [

@@ -41,10 +41,15 @@ class CheckResult:
     verdict: str  # "pass" | "warn" | "fail"
     reason: str  # one sentence
     details: dict[str, Any] = field(default_factory=dict)  # where, per-window values, ...
+    # Where it goes wrong: the stretches [start_s, end_s] that fail or warn (a reviewer's
+    # time ranges, and what a regeneration would target), and the time of the worst frame.
+    ranges: list[tuple[float, float]] = field(default_factory=list)
+    worst_s: float | None = None
 
     def __post_init__(self) -> None:
         if self.verdict not in VERDICTS:
             raise ValueError(f"verdict must be one of {VERDICTS}, not {self.verdict!r}")
+        self.ranges = [(round(float(a), 2), round(float(b), 2)) for a, b in self.ranges]
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable (non-finite numbers become None)."""
@@ -56,6 +61,8 @@ class CheckResult:
             name=data["name"], value=data.get("value"), threshold=data.get("threshold", ""),
             verdict=data["verdict"], reason=data.get("reason", ""),
             details=dict(data.get("details") or {}),
+            ranges=[(float(a), float(b)) for a, b in data.get("ranges") or []],
+            worst_s=None if data.get("worst_s") is None else float(data["worst_s"]),
         )
 
 

@@ -11,7 +11,16 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, BackgroundTasks, Depends, FastAPI, Form, HTTPException, Request
+from fastapi import (
+    APIRouter,
+    BackgroundTasks,
+    Depends,
+    FastAPI,
+    Form,
+    HTTPException,
+    Query,
+    Request,
+)
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import (
@@ -36,7 +45,7 @@ from review.auth import SignIn, SignInResult, client_address, sign_in
 from review.claims import active_claims, claim, release
 from review.config import REJECT_REASONS, ReviewSettings, session_secret
 from review.decisions import DecisionRefused, decide, make_decision
-from review.media import content_type, may_see, media_file, video_duration
+from review.media import content_type, frame_ms, may_see, media_file, video_duration, video_frame
 from review.queue import WHY_LABELS, load_queue, next_for
 from review.security import (
     ErrorPage,
@@ -321,6 +330,20 @@ def create_app(database: Database, settings: ReviewSettings,
             release(session, asset_id, reviewer)
         request.session["skip"] = [*request.session.get("skip", [])[-MAX_SKIPPED:], asset_id]
         return RedirectResponse("/next", status_code=307)  # POST again: the next asset is claimed
+
+    # Before /media/{asset_id}/{kind}: routes match in order, and "frame" would be taken for a kind.
+    @router.api_route("/media/{asset_id:int}/frame", methods=["GET", "HEAD"])
+    def media_frame(asset_id: AssetId, reviewer: Signed, t: Annotated[str, Query(max_length=32)] = "") -> Response:
+        """One frame of the video the player plays, as a JPEG thumbnail (cut once, then cached)."""
+        ms = frame_ms(t)
+        with database.session() as session:
+            video = media_file(session, settings.data_root, asset_id, "web") \
+                if ms is not None and may_see(session, asset_id, reviewer) else None
+        # ffmpeg runs outside the database session: a slow cut holds no connection.
+        path = video_frame(video, settings.data_root, asset_id, ms) if video is not None and ms is not None else None
+        if path is None:
+            raise HTTPException(status_code=404, detail="not found")
+        return FileResponse(path, media_type="image/jpeg", headers={"Cache-Control": "private, no-store"})
 
     @router.api_route("/media/{asset_id:int}/{kind}", methods=["GET", "HEAD"])
     def media(asset_id: AssetId, kind: str, reviewer: Signed) -> Response:

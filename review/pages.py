@@ -119,6 +119,7 @@ def asset_context(session: Session, asset: Asset, settings: ReviewSettings) -> d
     events = list(session.scalars(
         select(Event).where(Event.asset_id == asset.id).order_by(Event.id.desc()).limit(12)
     ))
+    checks = qc.checks if qc and isinstance(qc.checks, list) else []
     return {
         "asset": asset, "label": label(asset), "batch_name": asset.batch.name,
         "has_video": video is not None, "has_poster": "poster" in kinds,
@@ -127,6 +128,8 @@ def asset_context(session: Session, asset: Asset, settings: ReviewSettings) -> d
         "qc_notes": [as_text(r) for r in (qc.reasons if qc else [])],
         "offset": qcview.offset_frames(metrics), "chart": qcview.chart(windows, duration, qc.gate if qc else None),
         "windows": windows, "checks": qcview.check_rows(qc.checks if qc else []),
+        "timeline": qcview.timeline(checks, duration), "frames": qcview.worst_frames(checks),
+        "qc_ranges": qcview.ranges_text(qcview.qc_ranges(checks, duration)),
         "metrics": qcview.scalar_metrics(metrics), "attempts": attempts,
         "reviews": [{"review": r, "reason": REJECT_REASONS.get(r.reason_code or "", r.reason_code)}
                     for r in asset.reviews],

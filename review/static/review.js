@@ -84,6 +84,51 @@
     });
   }
 
+  // QC ranges, the timeline's segments and the worst frames seek the player. Without a script
+  // the links open the video at that time (a media fragment) and the ranges stay readable.
+  function seek(t) {
+    if (!player || !isFinite(t)) return;
+    player.currentTime = Math.max(0, t);
+    player.scrollIntoView({ block: "nearest" });
+  }
+  document.querySelectorAll("a[data-seek]").forEach(function (link) {
+    link.addEventListener("click", function (event) {
+      if (!player) return;
+      event.preventDefault();
+      seek(parseFloat(link.dataset.seek));
+    });
+  });
+
+  // The QC timeline: a segment seeks to its start, anywhere else to that point of the video.
+  var timeline = document.getElementById("qc-timeline");
+  if (timeline && player) {
+    var span = parseFloat(timeline.dataset.duration);
+    var tlLeft = parseFloat(timeline.dataset.left);
+    var tlWidth = parseFloat(timeline.dataset.plotWidth);
+    var tlView = timeline.viewBox.baseVal.width;
+    var tlHead = document.getElementById("qc-playhead");
+    timeline.addEventListener("click", function (event) {
+      var segment = event.target.closest("[data-seek]");
+      if (segment) { seek(parseFloat(segment.getAttribute("data-seek"))); return; }
+      var box = timeline.getBoundingClientRect();
+      var x = (event.clientX - box.left) * tlView / box.width;
+      if (x >= tlLeft) seek(Math.min(span, (x - tlLeft) / tlWidth * span));
+    });
+    player.addEventListener("timeupdate", function () {
+      var x = tlLeft + tlWidth * Math.min(1, player.currentTime / span);
+      tlHead.setAttribute("x1", x.toFixed(1));
+      tlHead.setAttribute("x2", x.toFixed(1));
+    });
+  }
+
+  // "Use QC ranges" fills the time-range field with the stretches QC flags.
+  var useQc = document.getElementById("use-qc-ranges");
+  if (useQc && ranges) {
+    useQc.addEventListener("click", function () {
+      ranges.value = useQc.dataset.ranges;
+    });
+  }
+
   document.addEventListener("keydown", function (event) {
     if (event.ctrlKey || event.metaKey || event.altKey) return;
     if (event.key === "Escape" && typing(event.target)) { event.target.blur(); return; }

@@ -34,6 +34,16 @@ def report_rows(report: DailyReport) -> list[tuple[str, str, str, Any, str]]:
     add(("lip_sync", "share_at_or_above_gate", "", ls.share_at_or_above_gate, "ratio"))
     for i, count in enumerate(ls.counts):
         add(("lip_sync", "histogram", bin_label(ls.edges, i), count, "videos"))
+    qc = report.qc_checks
+    add(("qc_checks", "results", "", qc.results, "videos"))
+    add(("qc_checks", "with_failing_ranges", "", qc.with_failing_ranges, "videos"))
+    add(("qc_checks", "unreadable", "", qc.unreadable, "checks"))
+    for c in qc.checks:
+        add(("qc_checks", "checked", c.check, c.checked, "videos"))
+        add(("qc_checks", "failed", c.check, c.failed, "videos"))
+        add(("qc_checks", "warned", c.check, c.warned, "videos"))
+        add(("qc_checks", "commonest_reason", c.check, c.commonest_reason, "text"))
+        add(("qc_checks", "commonest_reason_count", c.check, c.reason_count, "videos"))
     for f in report.failures:
         add(("failures", "assets_failed", f"{f.stage}/{f.kind}", f.count, "assets"))
     for kind, count in report.attempt_failures.items():

@@ -53,7 +53,7 @@ def compute_day(session: Session, day: dt.date, *, now: dt.datetime | None = Non
         qc_decisions=len(qc_moves), qc_passed=qc_by_outcome[S.QC_PASSED],
         qc_failed=qc_by_outcome[S.QC_FAILED], qc_borderline=qc_by_outcome[S.REVIEW_PENDING],
         qc_pass_rate=ratio(qc_by_outcome[S.QC_PASSED], len(qc_moves)),
-        lip_sync=queries.lip_sync(session, window),
+        lip_sync=queries.lip_sync(session, window), qc_checks=queries.qc_checks(session, window),
         failures=transitions.failures(history, window, attempts),
         attempt_failures=gpu.attempt_failures,
         regenerations=Regenerations(sum(regens), ratio(sum(regens), len(regens)),

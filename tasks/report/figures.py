@@ -118,6 +118,40 @@ class ScoreDistribution:
 
 
 @dataclass(frozen=True)
+class CheckCount:
+    """One QC check over the QC results recorded that day (each result is one video judged).
+
+    `checked`: results that hold the check; `failed` / `warned`: those where its verdict was fail /
+    warn; `commonest_reason`: the reason it gave most often when it failed or warned (the first
+    in alphabetical order on a tie; None when it always passed), given `reason_count` times.
+    """
+
+    check: str
+    checked: int
+    failed: int
+    warned: int
+    commonest_reason: str | None
+    reason_count: int
+
+
+@dataclass(frozen=True)
+class QCChecks:
+    """The per-check figures of the day's QC results (`QCResult.checks`, read as QC's own
+    `CheckResult`s), and how many videos had a failing check that says where it fails.
+
+    `results`: QC results created that day; `with_failing_ranges`: those with at least one check
+    whose verdict is fail and which gives time ranges; `unreadable`: stored checks that are not
+    QC check results (left out of every count). Checks are listed most failures first, then
+    most warnings, then by name.
+    """
+
+    checks: list[CheckCount]
+    results: int
+    with_failing_ranges: int
+    unreadable: int
+
+
+@dataclass(frozen=True)
 class FailureCount:
     stage: str
     kind: str
@@ -208,6 +242,7 @@ class DailyReport:
         qc_borderline (→ review_pending) split them; qc_pass_rate = qc_passed / qc_decisions.
         Sampling a passed video for review (qc_passed → review_pending) is not a QC decision.
       lip_sync: see ScoreDistribution (QC results created that day).
+      qc_checks: see QCChecks (the same QC results, check by check).
       failures: moves into failed that day by (stage, kind), as queries.event_failure reads
         the event. stage: the event's data["failed_stage"], else the asset's failed_stage while
         that move is still its latest transition, else the state it failed from
@@ -257,6 +292,7 @@ class DailyReport:
     qc_borderline: int
     qc_pass_rate: float | None
     lip_sync: ScoreDistribution
+    qc_checks: QCChecks
     failures: list[FailureCount]
     attempt_failures: dict[str, int]
     regenerations: Regenerations

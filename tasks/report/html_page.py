@@ -16,6 +16,7 @@ from tasks.report.formatting import fmt_num, fmt_pct
 from tasks.report.tables import (
     Table,
     backlog_table,
+    checks_table,
     counts_table,
     failures_table,
     gangs_table,
@@ -38,6 +39,10 @@ DEFINITIONS: list[tuple[str, str]] = [
     ("QC pass rate",
      ("QC decisions that passed ÷ all QC decisions (pass, fail, borderline) that day; each QC "
       "run counts.")),
+    ("QC checks",
+     ("For each check in the QC results recorded that day (one per video judged): the videos it "
+      "was run on, failed and warned, and the reason it gave most often when it did not pass; "
+      "and the videos with at least one failing check that names the time ranges where it fails.")),
     ("Lip-sync share at gate",
      ("QC results of the day with a score at or above their own gate ÷ all scored results of "
       "the day.")),
@@ -91,6 +96,7 @@ def render_html(report: DailyReport) -> str:
     """One self-contained page: inline CSS, charts as data URIs, no script, no external resource."""
     r = report
     ls = r.lip_sync
+    qc = r.qc_checks
     rg = r.regenerations
     kpis = [
         ("submitted", r.submitted), ("generated", r.generated), ("approved", r.approved),
@@ -125,6 +131,11 @@ def render_html(report: DailyReport) -> str:
                      [[fmt_num(rg.mean), rg.max if rg.max is not None else "–", rg.total]]))}
  </div>
  <div class="card">{img.format(alt="lip-sync score distribution", src=chart_lip_sync(r))}</div>
+ <div class="card"><h3>QC checks: {qc.results} QC result(s)</h3>
+  {html_table(checks_table(r), "no QC checks recorded")}
+  <p class="sub">{qc.with_failing_ranges} video(s) with at least one failing time range.
+  {f"{qc.unreadable} stored check(s) could not be read." if qc.unreadable else ""}</p>
+ </div>
  <div class="card"><h3>Failures (assets moved to failed)</h3>
   {html_table(failures_table(r))}
   <h3>Failed generation attempts</h3>

@@ -7,6 +7,7 @@ from tasks.report.formatting import bin_label, fmt_num, fmt_pct
 from tasks.report.tables import (
     Table,
     backlog_table,
+    checks_table,
     failures_table,
     gangs_table,
     reviewers_table,
@@ -47,6 +48,11 @@ def render_markdown(report: DailyReport) -> str:
     if ls.scored:
         parts.append(md_table(Table(["score", "videos"], [[bin_label(ls.edges, i), c]
                                                           for i, c in enumerate(ls.counts) if c])))
+    qc = r.qc_checks
+    parts.append(f"**QC checks** ({qc.results} QC result(s); {qc.with_failing_ranges} video(s) with at "
+                 f"least one failing time range"
+                 + (f"; {qc.unreadable} stored check(s) unreadable" if qc.unreadable else "") + ")")
+    parts.append(md_table(checks_table(r)) if qc.checks else "_No QC checks recorded._")
     parts.append("**Failures** (assets moved to failed)")
     parts.append(md_table(failures_table(r)) if r.failures else "_None._")
     if r.attempt_failures:

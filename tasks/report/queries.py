@@ -2,7 +2,8 @@
 
 The stage records (what preprocessing, generation and the state machine leave behind) are read
 only through speech_seconds, verified_seconds and event_failure below: when they become typed
-records, these three functions are all that changes.
+records, these three functions are all that changes. QC's stored checks are already typed: they
+are read with QC's own reader (stored_checks, through qc.verdicts, which imports no media code).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from avatarflow.records import Speech
 from db.models import Asset, Event, GenerationAttempt, QCResult, Review, Reviewer
 from db.states import TERMINAL
 from db.worker_models import GangWorkerRecord
+from qc.verdicts import VERDICTS, CheckResult
 from tasks.report.figures import (
     APPROVALS,
     BACKLOG_STATES,
@@ -29,7 +31,9 @@ from tasks.report.figures import (
     SCORE_EDGES,
     UTC,
     BacklogState,
+    CheckCount,
     GangUse,
+    QCChecks,
     ReviewerThroughput,
     ScoreDistribution,
     Window,
@@ -86,6 +90,18 @@ def event_failure(event: Event) -> tuple[str | None, str | None]:
     """(stage, kind) a move into failed recorded in its event data, each None when not said."""
     data = event.data or {}
     return data.get("failed_stage"), data.get("failure_kind") or data.get("kind") or data.get("code")
+
+
+def stored_checks(stored: Any) -> tuple[list[CheckResult], int]:
+    """The check results one `QCResult.checks` holds, and how many entries are not check results."""
+    found: list[CheckResult] = []
+    unreadable = 0
+    for entry in stored if isinstance(stored, list) else []:
+        try:
+            found.append(CheckResult.from_dict(entry))
+        except (KeyError, TypeError, ValueError, AttributeError):
+            unreadable += 1
+    return found, unreadable
 
 
 def delivered_duration_s(asset: Asset, attempts: Sequence[GenerationAttempt]) -> float | None:
@@ -171,6 +187,46 @@ def lip_sync(session: Session, window: Window) -> ScoreDistribution:
     above = sum(1 for score, gate_of_row in rows if score >= gate_of_row)
     return ScoreDistribution(SCORE_EDGES, counts, len(rows), gate, above, ratio(above, len(rows)),
                              median([score for score, _ in rows]))
+
+
+def qc_checks(session: Session, window: Window) -> QCChecks:
+    """Check by check, how the QC results created in the window went (QCChecks defines each figure)."""
+    stored = session.scalars(select(QCResult.checks).where(in_window(QCResult.created_at, window))).all()
+    checked: Counter[str] = Counter()
+    verdicts: dict[str, Counter[str]] = defaultdict(Counter)
+    reasons: dict[str, Counter[str]] = defaultdict(Counter)
+    with_ranges = unreadable = 0
+    for column in stored:
+        results, bad = stored_checks(column)
+        unreadable += bad
+        # One vote per video and check, even if a record lists a check twice: the worst verdict.
+        worst: dict[str, CheckResult] = {}
+        for check in results:
+            if check.name not in worst or _rank(check) > _rank(worst[check.name]):
+                worst[check.name] = check
+        for name, check in worst.items():
+            checked[name] += 1
+            verdicts[name][check.verdict] += 1
+            if check.verdict != "pass":
+                reasons[name][check.reason.strip() or "(no reason given)"] += 1
+        if any(c.verdict == "fail" and c.ranges for c in results):
+            with_ranges += 1
+    rows = [CheckCount(name, checked[name], verdicts[name]["fail"], verdicts[name]["warn"],
+                       *_commonest(reasons[name])) for name in checked]  # fmt: skip
+    rows.sort(key=lambda c: (-c.failed, -c.warned, c.check))
+    return QCChecks(rows, len(stored), with_ranges, unreadable)
+
+
+def _rank(check: CheckResult) -> int:
+    return VERDICTS.index(check.verdict)  # pass < warn < fail
+
+
+def _commonest(reasons: Counter[str]) -> tuple[str | None, int]:
+    """The most frequent reason and its count; on a tie the first in alphabetical order."""
+    if not reasons:
+        return None, 0
+    reason = min(reasons, key=lambda r: (-reasons[r], r))
+    return reason, reasons[reason]
 
 
 def reviews(session: Session, window: Window) -> ReviewFigures:

@@ -31,6 +31,14 @@ def failures_table(r: DailyReport) -> Table:
     return Table(["stage", "kind", "assets"], [[f.stage, f.kind, f.count] for f in r.failures])
 
 
+def checks_table(r: DailyReport) -> Table:
+    """QC checks of the day's results: how often each failed and warned, and its commonest reason."""
+    return Table(["check", "videos checked", "failed", "warned", "commonest reason"],
+                 [[c.check, c.checked, c.failed, c.warned,
+                   f"{c.commonest_reason} (×{c.reason_count})" if c.commonest_reason else "–"]
+                  for c in r.qc_checks.checks])
+
+
 def reviewers_table(r: DailyReport) -> Table:
     return Table(["reviewer", "decisions", "approved", "rejected"],
                  [[x.reviewer, x.decisions, x.approved, x.rejected] for x in r.reviewers])

@@ -23,12 +23,15 @@ from avatarflow.storage import Storage
 from db.models import Asset, Batch, Event, GenerationAttempt, QCResult, Review, Reviewer
 from db.report_models import Report
 from db.session import Database
+from qc.verdicts import CheckResult
 from tasks.report.csv_rows import render_csv
 from tasks.report.day import parse_day
 from tasks.report.figures import (
     BACKLOG_STATES,
     BacklogState,
+    CheckCount,
     FailureCount,
+    QCChecks,
     Regenerations,
     ReviewerThroughput,
     Spread,
@@ -241,6 +244,72 @@ def test_quality_figures(seeded):
     assert r.reviewers == [ReviewerThroughput("alice", 2, 1, 1), ReviewerThroughput("bob", 1, 0, 1)]
 
 
+def check(name: str, verdict: str, reason: str, ranges=()) -> dict:
+    """A check as the QC stage stores it in QCResult.checks."""
+    return CheckResult(name, None, "", verdict, reason, ranges=list(ranges), worst_s=ranges[0][0] if ranges else None
+                       ).to_dict()
+
+
+# (asset, created, checks) of QC results that recorded their checks; each row is one video judged.
+QC_WITH_CHECKS = [
+    ("a1", at(0, "02:10"), [check("lipsync_windows", "fail", "2 windows below the gate", [(1.0, 2.0)]),
+                            check("flicker", "warn", "brightness jumps"), check("frame_rate", "pass", "25 fps")]),
+    ("a2", at(0, "03:10"), [check("lipsync_windows", "fail", "2 windows below the gate"),  # fails, says nowhere
+                            check("flicker", "pass", ""), check("frame_rate", "pass", "25 fps")]),
+    ("a3", at(0, "06:15"), [check("lipsync_windows", "warn", "1 window below the gate"),
+                            check("flicker", "fail", "brightness jumps", [(3.0, 4.0)]),
+                            {"check": "not a QC check"}]),
+    # Stored before checks kept time ranges: no "ranges", no "worst_s".
+    ("a10", at(0, "13:40"), [{"name": "black_frames", "value": 0.3, "threshold": "≤ 0.2 s", "verdict": "fail",
+                              "reason": "black for 0.3 s"}]),
+    ("a7", at(-1, "14:05"), [check("lipsync_windows", "fail", "another day", [(0.0, 1.0)])]),  # D-1: not counted
+]
+
+
+def test_qc_checks_are_counted_check_by_check(seeded):
+    with seeded.session() as session:
+        assets = {a.image_path.removeprefix("/in/").removesuffix(".jpg"): a for a in session.scalars(select(Asset))}
+        for name, created, checks in QC_WITH_CHECKS:
+            session.add(QCResult(asset=assets[name], scorer="landmarks", score=None, gate=0.92, verdict="borderline",
+                                 checks=checks, created_at=created))
+    r = report_for(seeded)
+    qc = r.qc_checks
+    # D's QC results: the seed's six (no checks recorded) and the four above.
+    assert qc.results == 10
+    assert qc.unreadable == 1  # a3's {"check": ...}
+    # a1 (lipsync_windows fails at 1-2 s) and a3 (flicker fails at 3-4 s); a2 fails without saying
+    # where and a10's row predates ranges.
+    assert qc.with_failing_ranges == 2
+    # Most failures first, then most warnings, then by name.
+    assert qc.checks == [
+        CheckCount("lipsync_windows", 3, 2, 1, "2 windows below the gate", 2),
+        CheckCount("flicker", 3, 1, 1, "brightness jumps", 2),  # a1's warning and a3's failure
+        CheckCount("black_frames", 1, 1, 0, "black for 0.3 s", 1),
+        CheckCount("frame_rate", 2, 0, 0, None, 0),
+    ]
+    # The day before holds a7's row only.
+    before = report_for(seeded, D - dt.timedelta(days=1)).qc_checks
+    assert before.checks == [CheckCount("lipsync_windows", 1, 1, 0, "another day", 1)]
+    assert before.with_failing_ranges == 1
+
+    markdown = render_markdown(r)
+    assert "**QC checks** (10 QC result(s); 2 video(s) with at least one failing time range; " \
+           "1 stored check(s) unreadable)" in markdown
+    assert "| lipsync_windows | 3 | 2 | 1 | 2 windows below the gate (×2) |" in markdown
+    assert "| frame_rate | 2 | 0 | 0 | – |" in markdown
+    page = render_html(r)
+    assert "<h3>QC checks: 10 QC result(s)</h3>" in page
+    assert "<tr><td>flicker</td><td>3</td><td>1</td><td>1</td><td>brightness jumps (×2)</td></tr>" in page
+    assert "2 video(s) with at least one failing time range" in page
+    rows = list(csv.DictReader(io.StringIO(render_csv(r))))
+    value = {(row["section"], row["figure"], row["key"]): row["value"] for row in rows}
+    assert value[("qc_checks", "with_failing_ranges", "")] == "2"
+    assert value[("qc_checks", "failed", "lipsync_windows")] == "2"
+    assert value[("qc_checks", "warned", "flicker")] == "1"
+    assert value[("qc_checks", "commonest_reason", "black_frames")] == "black for 0.3 s"
+    assert value[("qc_checks", "commonest_reason", "frame_rate")] == ""
+
+
 def test_failure_stage_falls_back_to_the_state_it_failed_from(seeded):
     # D-1: a11 approved → failed, since re-run (so the asset no longer says): stage deliver.
     r = report_for(seeded, D - dt.timedelta(days=1))
@@ -336,6 +405,7 @@ def test_an_empty_day_gives_zeros_and_none(database):
     assert (ls.scored, ls.gate, ls.at_or_above_gate, ls.share_at_or_above_gate, ls.median_score) == (
         0, None, 0, None, None)
     assert ls.counts == [0] * 20
+    assert r.qc_checks == QCChecks([], 0, 0, 0)
     assert r.failures == [] and r.attempt_failures == {}
     assert r.regenerations == Regenerations(0, None, None, {})
     assert r.review_decisions == {} and r.rejection_reasons == {} and r.reviewers == []
@@ -344,7 +414,7 @@ def test_an_empty_day_gives_zeros_and_none(database):
     assert r.gpu_hours == 0.0 and r.gpu_hours_per_delivered_minute is None and r.gangs == []
     assert r.trend == [zero_trend_row(D - dt.timedelta(days=13 - i)) for i in range(14)]
     # Every format renders an empty day.
-    assert "No backlog" in render_markdown(r)
+    assert "No backlog" in render_markdown(r) and "_No QC checks recorded._" in render_markdown(r)
     page = render_html(r)
     assert "no backlog" in page and page.count("<img") == 5
     assert render_csv(r).count("\n") > 50

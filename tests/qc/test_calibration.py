@@ -78,7 +78,7 @@ def test_round_trip_on_real_clips(media, tmp_path, monkeypatch):
     calibration = calibrate(videos, scorer, shifts_ms=(480,), l2=1.0)
     scorer.close()
     path = save_calibration(calibration, tmp_path / "cal.json")
-    loaded = load_calibration("landmark-v1", path)
+    loaded = load_calibration("landmark-v2", path)
     assert loaded.to_dict() == calibration.to_dict()
     assert loaded.source == str(path)
     # provenance
@@ -94,38 +94,38 @@ def test_round_trip_on_real_clips(media, tmp_path, monkeypatch):
     for kind in ("shift_480ms", "other_clip_audio"):
         assert report[kind]["auc_vs_in_sync"] is not None and report[kind]["pass_rate"] is not None
     assert data["gate"] == 0.92
-    p = apply(loaded, {"near_confidence": 0.25, "near_margin": 0.1})
+    p = apply(loaded, {"near_peak": 0.25, "near_margin": 0.1})
     assert 0.0 <= p <= 1.0
     # the setting points the scorers elsewhere (a file or a folder of <scorer>.json)
-    (tmp_path / "landmark-v1.json").write_text(path.read_text())
+    (tmp_path / "landmark-v2.json").write_text(path.read_text())
     from avatarflow.settings import Settings
     from qc.lipsync import default_scorer
 
-    for configured in (tmp_path, tmp_path / "landmark-v1.json"):
+    for configured in (tmp_path, tmp_path / "landmark-v2.json"):
         scorer = default_scorer(Settings(scorer="landmark", lipsync_calibration=configured))
-        assert scorer.calibrator.calibration().source == str(tmp_path / "landmark-v1.json")
+        assert scorer.calibrator.calibration().source == str(tmp_path / "landmark-v2.json")
 
 
 def test_load_errors_are_clear(tmp_path):
     with pytest.raises(CalibrationError, match="avatarflow qc calibrate"):
-        load_calibration("landmark-v1", tmp_path / "missing.json")
+        load_calibration("landmark-v2", tmp_path / "missing.json")
     wrong = tmp_path / "other.json"
     cal = Calibration(scorer="syncnet-v2", features=["confidence"], mean=[0.0], scale=[1.0], coef=[1.0],
                       intercept=0.0, l2=1.0, gate=0.92, created="2026-01-01T00:00:00+00:00", code_version="x")
     save_calibration(cal, wrong)
-    with pytest.raises(CalibrationError, match="not 'landmark-v1'"):
-        load_calibration("landmark-v1", wrong)
+    with pytest.raises(CalibrationError, match="not 'landmark-v2'"):
+        load_calibration("landmark-v2", wrong)
     broken = tmp_path / "broken.json"
     broken.write_text("{not json")
     with pytest.raises(CalibrationError, match="cannot be read"):
-        load_calibration("landmark-v1", broken)
+        load_calibration("landmark-v2", broken)
 
 
 def test_shipped_default_calibration():
     """The stored default exists, loads, and carries its honest (cross-validated) report."""
-    path = Path(__file__).resolve().parents[2] / "qc" / "calibrations" / "landmark-v1.json"
+    path = Path(__file__).resolve().parents[2] / "qc" / "calibrations" / "landmark-v2.json"
     assert path.is_file()
-    calibration = load_calibration("landmark-v1", path)
+    calibration = load_calibration("landmark-v2", path)
     assert len(calibration.clips) >= 9 and all(len(c["sha256"]) == 64 for c in calibration.clips)
     cv = calibration.report["cross_validated"]
     for kind in ("shift_200ms", "shift_480ms", "other_clip_audio"):

@@ -45,8 +45,10 @@ def test_one_probe_one_decode_and_the_same_answers(scorer, clip, monkeypatch):
     assert together.lipsync is not None and together.lipsync_error is None
     assert together.score == pytest.approx(apart.score, abs=1e-9)
     assert together.lipsync.offset_frames == apart.offset_frames
-    assert [(c.name, c.verdict) for c in together.checks] == [(c.name, c.verdict) for c in checks]
-    assert [c.value for c in together.checks] == [c.value for c in checks]
+    # The one pass adds the sync-over-time check, which needs the score; the rest are the same.
+    assert together.checks[-1].name == "lipsync_windows"
+    assert [(c.name, c.verdict) for c in together.checks[:-1]] == [(c.name, c.verdict) for c in checks]
+    assert [c.value for c in together.checks[:-1]] == [c.value for c in checks]
     assert together.worst_check() == "pass" and together.score > 0.5
     assert {"probe", "pass", "lipsync", "total"} <= set(together.timings_s)
 
@@ -110,3 +112,25 @@ def test_a_scorer_that_cannot_share_the_pass_decodes_on_its_own(clip):
                          scorer=OwnDecodeScorer())  # fmt: skip
     assert calls == [video] and result.scorer == "own-decode" and result.score is None
     assert result.checks[0].name == "decodable" and result.worst_check() == "pass"
+
+
+def test_sync_over_time_marks_the_out_of_sync_stretch_as_a_range():
+    from qc.checks import sync_over_time
+    from qc.result import SyncWindow
+    from qc.verdicts import CheckResult
+
+    def lip(*scores):
+        windows = [SyncWindow(2.5 * i, 2.5 * i + 5, score=s, reason=None if s is not None else "no face")
+                   for i, s in enumerate(scores)]  # fmt: skip
+        return LipSyncResult(scorer="landmark-v2", video="v.mp4", audio=None, frames=400, duration_s=16.0,
+                             face_fraction=1.0, confidence=0.3, correlation=0.5, distance=None,
+                             offset_frames=0, sync_windows=windows, score=0.95)  # fmt: skip
+
+    check = sync_over_time(lip(0.95, 0.1, 0.15, 0.9, None))
+    assert check.verdict == "warn" and check.ranges == [(2.5, 10.0)]  # two windows, one stretch
+    assert check.worst_s == 5.0 and "2.5-10.0 s" in check.reason and check.value == 0.1
+    assert CheckResult.from_dict(check.to_dict()) == check  # stored and read back whole
+    clean = sync_over_time(lip(0.95, 0.6, 0.9))
+    assert clean.verdict == "pass" and clean.ranges == [] and clean.worst_s is None
+    unmeasured = sync_over_time(lip(None))
+    assert unmeasured.verdict == "pass" and unmeasured.value is None and "not measured" in unmeasured.reason

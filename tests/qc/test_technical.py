@@ -19,8 +19,8 @@ from tasks.audio import probe_audio
 
 ALL_CHECKS = [
     "decodable", "video_stream", "audio_stream", "frame_rate", "resolution", "duration",
-    "black_frames", "frozen_frames", "face_presence", "identity", "colour", "audio_level",
-    "audio_clipping",
+    "black_frames", "frozen_frames", "face_presence", "identity", "colour", "mouth_region",
+    "mouth_motion", "flicker", "jitter", "eye_blinks", "audio_level", "audio_clipping",
 ]  # fmt: skip
 X264 = ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"]
 
@@ -116,7 +116,9 @@ def test_frozen_stretch_is_caught_and_located(base, tmp_path):
            "[0:v][1:v]freezeframes=first=25:last=75:replace=25[v]", "-map", "[v]", "-map", "0:a",
            *X264, "-c:a", "copy", str(frozen))  # fmt: skip
     results = check_clip(frozen, ref, speech)
-    assert failing(results) == {"frozen_frames"}
+    # The mouth freezes with the picture while the speech goes on: both say so.
+    assert failing(results) == {"frozen_frames", "mouth_motion"}
+    assert results["frozen_frames"].ranges == [(1.0, 3.04)] and 1.0 < results["frozen_frames"].worst_s < 3.04
     check = results["frozen_frames"]
     assert check.value == pytest.approx(2.04, abs=0.05)
     assert "frozen" in check.reason and "1.0-3.0 s" in check.reason

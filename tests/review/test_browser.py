@@ -233,3 +233,88 @@ def test_review_in_chromium(three_in_review, review_settings, artifacts, reviewe
     entry = next(e for e in manifest["assets"] if e["asset_id"] == approved)
     assert entry["approved_by"] == "alice"
     assert (folder / entry["files"]["web"]["file"]).stat().st_size > 10_000
+
+
+# Checks as QC stores them: where each fails or warns (ranges) and its worst frame; one from
+# before QC kept either.
+QC_CHECKS = [
+    {"name": "lipsync_windows", "value": 0.41, "threshold": "≥ 0.92", "verdict": "fail",
+     "reason": "a window below the gate", "details": {}, "ranges": [[1.0, 2.5]], "worst_s": 1.8},
+    {"name": "flicker", "value": 0.2, "threshold": "≤ 0.1", "verdict": "warn", "reason": "brightness jumps",
+     "details": {}, "ranges": [[3.2, 4.0]], "worst_s": 3.6},
+    {"name": "frame_rate", "value": 25, "threshold": "25 fps", "verdict": "pass", "reason": "25 fps",
+     "details": {}, "ranges": [], "worst_s": None},
+    {"name": "black_frames", "value": 0, "threshold": "≤ 0.2 s", "verdict": "pass", "reason": "no black frames"},
+]
+
+
+def player_at(page, seconds: float) -> None:
+    """Wait until the player has finished seeking to about `seconds`."""
+    page.wait_for_function(
+        "t => { const v = document.getElementById('player'); return !v.seeking && Math.abs(v.currentTime - t) < 0.05; }",
+        arg=seconds, timeout=30_000)
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # the browser adds nothing on PostgreSQL
+def test_qc_ranges_timeline_and_worst_frames_in_chromium(database, tmp_path, media, review_settings, reviewers,
+                                                         kit, artifacts):
+    from playwright.sync_api import sync_playwright
+
+    from db.models import Review
+    from review.app import create_app
+    from tasks.transcode import transcode
+
+    clip = media / "video" / "retalking_face2.mp4"  # 5 s, real
+    spec = kit.PendingSpec(name="qc-ranges", video=clip, crop=portrait_of(clip, tmp_path / "face.png"),
+                           score=0.9, verdict="borderline", sampled=False, checks=QC_CHECKS,
+                           reasons=["lip-sync windows below the gate"])
+    asset_id = kit.put_in_review(database, review_settings.data_root, spec,
+                                 lambda src, out, name: transcode(src, out, name=name, timeout_s=300))
+    app = create_app(database, review_settings)
+
+    with kit.Server(app) as base, sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        page = browser.new_context(viewport={"width": 1360, "height": 900}).new_page()
+        page.goto(f"{base}/assets/{asset_id}")
+        page.fill("#username", "alice")
+        page.fill("#password", kit.PASSWORD)
+        page.click("button[type=submit]")
+        page.wait_for_url(f"{base}/assets/{asset_id}")
+        page.click("#claim")
+        page.wait_for_selector("#decide-form")
+        page.wait_for_function("() => document.getElementById('player').readyState >= 1")
+
+        # The timeline under the player: one red segment, one amber, each naming its check.
+        failing = page.locator("#qc-timeline rect.seg.fail")
+        assert failing.count() == 1 and page.locator("#qc-timeline rect.seg.warn").count() == 1
+        assert failing.locator("title").text_content() == "lipsync_windows: 1.0–2.5 s (fail)"
+        # A range in the table seeks the player to its start (the link's own target is not followed).
+        link = page.locator("#qc-checks a.seek", has_text="1.0–2.5 s")
+        link.click()
+        player_at(page, 1.0)
+        assert page.url == f"{base}/assets/{asset_id}"
+        # A segment of the timeline does too.
+        page.locator("#qc-timeline rect.seg.warn").click()
+        player_at(page, 3.2)
+
+        # The worst frames load, cut from the video the player plays.
+        page.locator(".frames").scroll_into_view_if_needed()
+        page.wait_for_function("() => [...document.querySelectorAll('.frames img')]"
+                               ".every(img => img.complete && img.naturalWidth > 0)", timeout=30_000)
+        shown = page.eval_on_selector_all(".frames img", "els => els.map(e => [e.alt, e.naturalWidth])")
+        assert shown == [["lipsync_windows: worst frame at 1.8 s", 240], ["flicker: worst frame at 3.6 s", 240]]
+
+        # "Use QC ranges" fills the field in the form the server takes.
+        assert page.locator("#time-ranges").input_value() == ""
+        page.click("#use-qc-ranges")
+        assert page.locator("#time-ranges").input_value() == "1-2.5, 3.2-4"
+        page.screenshot(path=str(artifacts / "review_qc_ranges.png"), full_page=True)
+        page.select_option("#reason", "artifacts")
+        page.click("#reject")
+        page.wait_for_url(f"{base}/queue*")
+        browser.close()
+
+    with database.session() as session:
+        review = session.scalars(select(Review).where(Review.asset_id == asset_id)).one()
+        assert (review.decision, review.reason_code) == ("reject", "artifacts")
+        assert review.time_ranges == [{"start": 1.0, "end": 2.5}, {"start": 3.2, "end": 4.0}]
