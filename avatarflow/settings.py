@@ -103,6 +103,9 @@ class Settings(BaseSettings):
     qc_margin: float = Field(default=0.03, description="Scores within this of the gate go to review")
     review_sample_rate: float = Field(default=0.1, description="Share of passed videos sampled for review")
     prefect_ui_url: str = "http://127.0.0.1:4200"
+    prefect_port: int = Field(
+        default=4200, description="Port of the local Prefect server avatarflow starts (`avatarflow server "
+        "start`, and `run`/`deliver`/`demo` when PREFECT_API_URL is not set)")
     review_url: str = "http://127.0.0.1:8080"
     sqlite_busy_timeout_ms: int = 30_000
     claim_lease_seconds: int = 15 * 60

@@ -1,4 +1,4 @@
-"""The `avatarflow` command line: init, submit, status, prompts, demo."""
+"""The `avatarflow` command line: every command, registered in the order an operator meets them."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
+from typer.core import TyperOption
 
 from avatarflow.errors import AvatarflowError
 from avatarflow.settings import Settings, get_settings
@@ -27,6 +28,8 @@ from flows.cli_qc import qc_app
 from flows.cli_report import report_command
 from flows.cli_review import review_app, reviewer_app
 from flows.cli_run import automations_app, deliver_command, demo_command, print_intake, run_command
+from flows.cli_server import server_app
+from flows.hints import pasteable
 from inference.gang_worker import live_workers
 from tasks.intake import submit as submit_manifest
 from tasks.prompts import TemplateLibrary
@@ -39,20 +42,14 @@ app = typer.Typer(
     add_completion=False,
 )
 prompts_app = typer.Typer(help="Prompt templates.", no_args_is_help=True)
-app.add_typer(prompts_app, name="prompts")
-app.command("plan")(plan_command)
-app.command("gpus")(gpus_command)
-app.command("report")(report_command)
-app.command("run")(run_command)
-app.command("deliver")(deliver_command)
-app.add_typer(automations_app, name="automations")
-app.add_typer(gang_app, name="gang")
-app.add_typer(review_app, name="review")
-app.add_typer(qc_app, name="qc")
-app.add_typer(reviewer_app, name="reviewer")
 
 console = Console()
 errors = Console(stderr=True)
+
+# typer 0.2x labels every flag `<bool>` in --help, which reads as if it took a value; flags take
+# none, so they show no type.
+_display_type = TyperOption.display_type_rich
+TyperOption.display_type_rich = lambda self, ctx: None if self.is_flag else _display_type(self, ctx)  # type: ignore[method-assign]
 
 
 @app.callback()
@@ -67,7 +64,6 @@ def _database(settings: Settings) -> Database:
     return open_database(settings)
 
 
-@app.command()
 def init() -> None:
     """Create the data folders and bring the database schema up to date."""
     settings = get_settings()
@@ -80,7 +76,6 @@ def init() -> None:
                   f"{', migrated now' if applied else ', up to date'})")
 
 
-@app.command()
 def submit(
     manifest: Annotated[Path, typer.Argument(help="CSV, JSONL or YAML manifest, or a folder of name.jpg + name.wav pairs.")],
     batch: Annotated[str | None, typer.Option(help="Batch name (default: the manifest's name).")] = None,
@@ -108,7 +103,6 @@ def _counts_table(title: str, counts: dict[str, int]) -> Table:
     return table
 
 
-@app.command()
 def status(
     asset: Annotated[str | None, typer.Argument(help="An asset id, key (prefix) or external id: show its full history.")] = None,
     batch: Annotated[str | None, typer.Option(help="Only this batch (name or id).")] = None,
@@ -195,7 +189,6 @@ def prompts_render(
     console.print(TemplateLibrary(get_settings().templates_dir).render(template, values), soft_wrap=True)
 
 
-@app.command()
 def preprocess(
     batch: Annotated[str | None, typer.Option(help="Only this batch (name or id).")] = None,
 ) -> None:
@@ -229,7 +222,14 @@ def preprocess(
     console.print(table)
 
 
-app.command("demo")(demo_command)
+# The commands in the order an operator meets them (typer lists them as registered).
+for command in (init, demo_command, submit, run_command, status, deliver_command, preprocess, plan_command,
+                gpus_command, report_command):
+    app.command(command.__name__.removesuffix("_command"))(command)
+for group, group_name in ((server_app, "server"), (review_app, "review"), (reviewer_app, "reviewer"),
+                          (qc_app, "qc"), (gang_app, "gang"), (prompts_app, "prompts"),
+                          (automations_app, "automations")):
+    app.add_typer(group, name=group_name)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -255,7 +255,8 @@ def main(argv: list[str] | None = None) -> None:
     except AvatarflowError as exc:
         if debug:
             traceback.print_exc()
-        errors.print(f"[red]error:[/] {exc}", highlight=False)
+        # Messages from every layer name commands as `avatarflow …`; spell them as they can be pasted.
+        errors.print(f"[red]error:[/] {pasteable(str(exc))}", highlight=False)
         sys.exit(2)
     except Exception as exc:  # noqa: BLE001 - the last line of defence for operators
         if debug:

@@ -24,6 +24,7 @@ from db.models import utcnow
 from db.session import shared_database
 from db.stage import StageContext
 from db.worker_models import GangWorkerRecord
+from flows.hints import avatarflow_cmd
 from inference.engine import GpuGang
 from inference.gang_worker import GangWorker, live_workers, request_drain
 from inference.gangs import configured_gangs
@@ -60,7 +61,7 @@ def worker_command(
     signal.signal(signal.SIGTERM, drain)
     signal.signal(signal.SIGINT, drain)
     console.print(f"gang worker {worker.name}: engine {settings.engine}, GPUs "
-                  f"{gangs[gang].cuda_visible_devices or 'none'}; drain with `avatarflow gang drain {gang}`")
+                  f"{gangs[gang].cuda_visible_devices or 'none'}; drain with `{avatarflow_cmd(f'gang drain {gang}')}`")
     if packed is not None:
         console.print(packed.describe())
     worker.run(stop)

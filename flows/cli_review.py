@@ -16,6 +16,7 @@ from avatarflow.errors import AvatarflowError
 from db.models import Reviewer
 from db.review_models import ReviewSession
 from db.session import Database, open_database
+from flows.hints import pasteable
 from review.actions import PrefectDecisionActions
 from review.auth import AccountError, add_reviewer, change_password, normalise_username, set_active
 from review.config import ReviewSettings, review_url
@@ -108,7 +109,7 @@ def _on_reviewer(name: str, change: Callable[[Session, Reviewer], str]) -> None:
                 raise AccountError(f"no reviewer named {name!r} (see `avatarflow reviewer list`)")
             said = change(session, reviewer)
     except AvatarflowError as exc:
-        errors.print(f"[red]error[/]: {exc}")
+        errors.print(f"[red]error[/]: {pasteable(str(exc))}")
         raise typer.Exit(1) from None
     finally:
         database.dispose()

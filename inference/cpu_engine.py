@@ -2,12 +2,14 @@
 
 For machines with no GPU and no Live Avatar weights, so the whole pipeline runs and demos
 anywhere. It is not a generative model: it finds the face's landmarks once (MediaPipe, through
-`tasks.face`), turns the speech's energy into a mouth opening per video frame, and renders every
-frame by remapping the portrait: the lower lip and jaw drop, a dark mouth interior fills the
-gap, the head sways a little and the eyes blink every few seconds. Frames stream into ffmpeg,
-which encodes H.264 (yuv420p) at 25 fps and muxes the speech as AAC. The result is verified
-(`inference.verify.verify_output`, plus the frame count and the audio stream's own length)
-before it is moved to `request.output`.
+`tasks.face`), reads a mouth opening per video frame from the speech's articulation (how open a
+vocal tract its spectrum implies: open-vowel energy up, nasal and closed-vowel energy down, the
+mouth a little ahead of its sound, as real mouths are), and renders every frame by remapping the
+portrait: the lower lip and jaw drop, a mouth interior (dark cavity, tongue, upper teeth where
+the portrait shows none) fills the gap, the head sways a little and the eyes blink every few
+seconds. Frames stream into ffmpeg, which encodes H.264 (yuv420p) at 25 fps and muxes the speech
+as AAC. The result is verified (`inference.verify.verify_output`, plus the frame count and the
+audio stream's own length) before it is moved to `request.output`.
 
 Deterministic for a given seed: the sway and blink schedule come from it, the mouth from the
 audio.
@@ -29,7 +31,7 @@ from typing import IO, Any
 
 import cv2
 import numpy as np
-import scipy.signal as sps
+import scipy.fft
 
 from avatarflow.storage import atomic_path
 from inference.engine import (
@@ -56,23 +58,38 @@ NAME = "cpu-mouthwarp"
 CLIP_FRAMES = FRAMES_PER_CLIP
 DEFAULT_TIMEOUT_S = 1800.0
 
-# Audio envelope: 25 ms windows every 10 ms, in the speech band, with a fast attack (the mouth
-# opens as a syllable starts) and a slower release (it closes over a couple of frames).
-ENVELOPE_WINDOW_S = 0.025
-ENVELOPE_HOP_S = 0.010
-SPEECH_BAND_HZ = (250.0, 3500.0)
-ATTACK_S = 0.015
-RELEASE_S = 0.070
-# Per-clip normalisation: the loudest speech (95th percentile) opens the mouth fully; the floor
-# (10th percentile) is kept between MIN_RANGE_DB and MAX_RANGE_DB under that top, so digital
-# silence does not stretch the scale and a clip without pauses still closes between syllables.
+# Audio → articulation. A real mouth's opening is not the loudness of its sound: the jaw is low
+# for open vowels (/a/: the first formant, F1, high, at 600-1000 Hz) and high for closed vowels and
+# nasals (/i/, /u/, /m/, /n/: F1 and the nasal murmur at 300-600 Hz); the upper formants (F2, F3:
+# 1.6-4 kHz) radiate strongly only through parted lips; fricatives (/s/, /f/: above 4 kHz, little
+# in the formant bands) bring the teeth together, and plosives (/p/, /b/) shut the lips in the
+# near-silence before their burst. The articulation index is log band powers combined so:
+#     open band + FORMANT_WEIGHT * (each formant band) - LOW_WEIGHT * low band,
+# which is, in one number, "voiced and loud, with the energy high in F1 and in the formants".
+# And the mouth moves first: it shapes a sound some 40 ms before the sound is heard (anticipatory
+# coarticulation), so frame i's opening is read from the speech just after the frame.
+ANALYSIS_WINDOW_S = 0.080  # Hann windows: about a syllable nucleus's steady part
+ANALYSIS_HOP_S = 0.010
+SPECTRUM_CHUNK = 2048  # hops per FFT batch
+LOW_BAND_HZ = (300.0, 600.0)
+OPEN_BAND_HZ = (600.0, 1000.0)
+FORMANT_BANDS_HZ = ((1600.0, 2500.0), (2500.0, 4000.0))
+FORMANT_WEIGHT = 0.5
+LOW_WEIGHT = 0.8
+BAND_FLOOR = 1e-6  # of the clip's strongest band power: silence is a floor, not log(0)
+LEAD_S = 0.040
+SMOOTH_S = 0.070  # the jaw's inertia: a Hann kernel about this wide
+# Per-clip normalisation of the index (natural log units: 1 is 4.3 dB): its top (95th percentile)
+# opens the mouth fully, its 15th percentile is shut (pauses, bilabial closures), that floor kept
+# between MIN_RANGE and MAX_RANGE under the top, so digital silence does not stretch the scale and
+# a clip without pauses still closes between syllables.
 TOP_PERCENTILE = 95.0
-FLOOR_PERCENTILE = 10.0
-MAX_RANGE_DB = 40.0
-MIN_RANGE_DB = 20.0
-GATE_FRACTION = 0.3  # of the floor-to-top range: below this the mouth stays shut
+FLOOR_PERCENTILE = 15.0
+MIN_RANGE = 2.5
+MAX_RANGE = 12.0
 # Speech-band power below this (dBFS) is silence whatever the clip: an all-quiet clip must not be
 # normalised up into "speech". Prepared audio sits at -23 LUFS, so speech is 30+ dB above it.
+SPEECH_BAND_HZ = (250.0, 3500.0)
 SILENCE_DB = -70.0
 
 # Geometry, relative to the distance between the eye centres ("iod").
@@ -87,12 +104,23 @@ EYE_HEIGHT = 0.36  # eye opening over corner-to-corner width (no lid landmarks: 
 
 # Mouth interior colours come from the portrait's own lips and skin, so a painting or a warm
 # photo does not get a cold, saturated hole: the cavity is the lip colour darkened, lighter near
-# the lips; teeth are an ivory tinted by the skin, about as bright as the skin.
-CAVITY_SHADE = 0.22
+# the lips (their wet inner side catches the light); the tongue, seen low in a wide-open mouth,
+# is the lip colour at under half its brightness; teeth are an ivory tinted by the skin, in the mouth's shade.
+CAVITY_SHADE = 0.2
 CAVITY_EDGE_SHADE = 0.5
-CAVITY_MAX_LUMA = 45.0
+CAVITY_MAX_LUMA = 40.0
+TONGUE_SHADE = 0.42
+TONGUE_TOP = 0.4  # of the gap's height, from the lower lip
+TONGUE_OPEN_IOD = (0.06, 0.14)  # gap height (over iod) over which the tongue comes into view
 TEETH_RGB = np.array([225.0, 218.0, 202.0], np.float32)
-TEETH_LUMA = (110.0, 215.0)
+TEETH_LUMA = (90.0, 195.0)
+TEETH_SKIN_LUMA = 0.85  # teeth inside the mouth are a little darker than the lit skin
+TEETH_IOD = 0.05  # the upper incisors show at most this far below the upper lip ...
+TEETH_GAP_SHARE = 0.3  # ... and over at most this share of the gap
+TEETH_SPAN = 0.7  # of the mouth's half width: past the canines the teeth are in shadow
+# Where one tooth meets the next, in units of the mouth's half width from the middle (central
+# incisors about a third, laterals a quarter of it): a faint darker line.
+TOOTH_EDGES = (0.0, 0.34, 0.6)
 CLOSED_MOUTH_RATIO = 0.05  # inner-lip gap / mouth width below which the portrait shows no teeth
 
 
@@ -100,49 +128,83 @@ CLOSED_MOUTH_RATIO = 0.05  # inner-lip gap / mouth width below which the portrai
 # Audio → mouth opening
 
 
+def _band_powers(
+    samples: np.ndarray, sample_rate: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(hop centre times in s, (hops, bands) power per band, speech-band power) on a 10 ms grid.
+
+    Bands: LOW_BAND_HZ, OPEN_BAND_HZ, then FORMANT_BANDS_HZ, from Hann-windowed spectra (the
+    mean square of the windowed signal in each band).
+    """
+    window = max(16, round(ANALYSIS_WINDOW_S * sample_rate))
+    hop = max(1, round(ANALYSIS_HOP_S * sample_rate))
+    n_hops = max(1, math.ceil(samples.size / hop))
+    # Hop k's window is centred on sample k * hop + hop / 2 (zero beyond the ends).
+    padded = np.zeros(n_hops * hop + window, np.float32)
+    start = window // 2 - hop // 2
+    padded[start:start + samples.size] = samples
+    frames = np.lib.stride_tricks.as_strided(
+        padded, shape=(n_hops, window), strides=(hop * padded.strides[0], padded.strides[0]),
+        writeable=False)
+    taper = np.hanning(window)
+    scale = 2.0 / (window * float(np.sum(taper * taper)))  # Parseval, one-sided spectrum
+    taper = taper.astype(np.float32)
+    freqs = np.fft.rfftfreq(window, 1.0 / sample_rate)
+    edges = [LOW_BAND_HZ, OPEN_BAND_HZ, *FORMANT_BANDS_HZ, SPEECH_BAND_HZ]
+    masks = np.stack([(freqs >= lo) & (freqs < hi) for lo, hi in edges], axis=1).astype(np.float32)
+    out = np.empty((n_hops, len(edges)), np.float64)
+    for k in range(0, n_hops, SPECTRUM_CHUNK):  # bounded memory for an hour of speech
+        spectrum = scipy.fft.rfft(frames[k:k + SPECTRUM_CHUNK] * taper, axis=1)
+        out[k:k + SPECTRUM_CHUNK] = (spectrum.real ** 2 + spectrum.imag ** 2) @ masks
+    out *= scale
+    times = (np.arange(n_hops) * hop + hop / 2) / sample_rate
+    return times, out[:, :-1], out[:, -1]
+
+
+def articulation(samples: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(hop times, articulation index, speech-band level in dBFS) on a 10 ms grid.
+
+    The index (natural log units): open band + FORMANT_WEIGHT x formant bands - LOW_WEIGHT x
+    low band, each the log of its power, smoothed by the jaw's inertia. Higher: a wider mouth.
+    """
+    times, bands, speech = _band_powers(samples, sample_rate)
+    logs = np.log(bands + max(float(bands.max()) * BAND_FLOOR, 1e-20))
+    index = logs[:, 1] - LOW_WEIGHT * logs[:, 0] + FORMANT_WEIGHT * logs[:, 2:].sum(axis=1)
+    taps = max(3, round(SMOOTH_S / ANALYSIS_HOP_S) | 1)
+    kernel = np.hanning(taps + 2)[1:-1]
+    kernel /= kernel.sum()
+    index = np.convolve(np.pad(index, taps // 2, mode="edge"), kernel, mode="valid")
+    level = 10.0 * np.log10(speech + 1e-12)
+    return times, index, level
+
+
 def mouth_openings(
     samples: np.ndarray, sample_rate: int, n_frames: int, fps: int = FPS
 ) -> np.ndarray:
-    """Mouth opening in [0, 1] for each video frame, from the speech-band energy of the audio.
+    """Mouth opening in [0, 1] for each video frame, from the articulation of the speech.
 
-    Frame i covers [i/fps, (i+1)/fps). The level is normalised per clip (percentiles), so a quiet
-    and a loud recording of the same speech animate the same way.
+    Frame i covers [i/fps, (i+1)/fps); its opening is the articulation index LEAD_S after the
+    frame's middle (the mouth leads the sound). The index is normalised per clip (percentiles),
+    so a quiet and a loud recording of the same speech animate the same way; where the speech
+    band is below SILENCE_DB the mouth is shut.
     """
-    x = np.asarray(samples, dtype=np.float64)
+    x = np.asarray(samples, dtype=np.float32)
     if n_frames <= 0:
         return np.zeros(0, np.float32)
     if x.size < 64:
         return np.zeros(n_frames, np.float32)
-    sos = sps.butter(4, SPEECH_BAND_HZ, btype="bandpass", fs=sample_rate, output="sos")
-    band = sps.sosfiltfilt(sos, x)  # zero phase: the filter must not delay the mouth
-    window = max(1, round(ENVELOPE_WINDOW_S * sample_rate))
-    hop = max(1, round(ENVELOPE_HOP_S * sample_rate))
-    cumsum = np.concatenate([[0.0], np.cumsum(band * band)])
-    centres = np.arange(hop // 2, x.size, hop)
-    lo = np.clip(centres - window // 2, 0, x.size)
-    hi = np.clip(centres + window // 2, 0, x.size)
-    power = (cumsum[hi] - cumsum[lo]) / np.maximum(hi - lo, 1)
-    db = 10.0 * np.log10(power + 1e-12)
-
-    top = max(float(np.percentile(db, TOP_PERCENTILE)), SILENCE_DB + MIN_RANGE_DB)
-    floor = max(float(np.percentile(db, FLOOR_PERCENTILE)), top - MAX_RANGE_DB)
-    floor = min(floor, top - MIN_RANGE_DB)
-    gate = floor + GATE_FRACTION * (top - floor)
-    level = np.clip((db - gate) / (top - gate), 0.0, 1.0)
-
-    attack = 1.0 - math.exp(-ENVELOPE_HOP_S / ATTACK_S)
-    release = 1.0 - math.exp(-ENVELOPE_HOP_S / RELEASE_S)
-    smooth = np.empty_like(level)
-    state = 0.0
-    for i, value in enumerate(level):  # 6000 hops per minute of speech: a plain loop is fine
-        state += (attack if value > state else release) * (value - state)
-        smooth[i] = state
-
-    # Average the hops whose centres fall inside each video frame.
-    frame_of_hop = np.minimum((centres / sample_rate * fps).astype(np.int64), n_frames - 1)
-    sums = np.bincount(frame_of_hop, weights=smooth, minlength=n_frames)[:n_frames]
-    counts = np.bincount(frame_of_hop, minlength=n_frames)[:n_frames]
-    per_frame = np.where(counts > 0, sums / np.maximum(counts, 1), 0.0)
+    times, index, level = articulation(x, sample_rate)
+    sound = level > SILENCE_DB
+    if not sound.any():
+        return np.zeros(n_frames, np.float32)
+    top = float(np.percentile(index[sound], TOP_PERCENTILE))
+    floor = float(np.percentile(index[sound], FLOOR_PERCENTILE))
+    floor = min(max(floor, top - MAX_RANGE), top - MIN_RANGE)
+    opening = np.clip((index - floor) / (top - floor), 0.0, 1.0)
+    # Below the silence level the mouth closes, over a few hops rather than at once.
+    opening *= np.clip((level - SILENCE_DB) / 6.0, 0.0, 1.0)
+    at = (np.arange(n_frames) + 0.5) / fps + LEAD_S
+    per_frame = np.interp(at, times, opening, left=0.0, right=0.0)
     return np.clip(per_frame, 0.0, 1.0).astype(np.float32)
 
 
@@ -397,7 +459,7 @@ class MouthWarpAnimator:
         self._below_chin = max(0.6 * self._chin_v, 3.0 * self.jaw_drop_px)
         # Teeth only where the portrait shows none: a closed mouth opens onto upper teeth.
         self._synthetic_teeth = g.mouth_open_ratio < CLOSED_MOUTH_RATIO
-        self._cavity, self._cavity_edge, self._teeth = _mouth_colours(self.rgb, g)
+        self._cavity, self._cavity_edge, self._tongue, self._teeth = _mouth_colours(self.rgb, g)
         v_top = -self._lift_span - self.jaw_drop_px
         v_bottom = self._chin_v + self._below_chin + self.jaw_drop_px
         corners = [m + u * g.across + v * g.down
@@ -506,13 +568,15 @@ class MouthWarpAnimator:
         self, out: np.ndarray, roi: _Roi, r: np.ndarray, up: np.ndarray, low: np.ndarray,
         un: np.ndarray,
     ) -> None:
-        """Fill the gap between the lips with a dark cavity (and upper teeth if none showed).
+        """Fill the gap between the lips: a dark cavity, the tongue low in a wide-open mouth, and
+        upper teeth under the lip if the portrait showed none.
 
         The dark opening is what makes the mouth read as open, to people and to a landmark
-        detector alike.
+        detector alike; the teeth stay a narrow band so the mouth darkens as it opens.
         """
         inside_top, inside_bottom = r + up, low - r  # distances to the upper and lower lip
-        alpha = np.clip(np.minimum(inside_top, inside_bottom) + 0.5, 0.0, 1.0)
+        depth = np.minimum(inside_top, inside_bottom)
+        alpha = np.clip(depth + 0.5, 0.0, 1.0)
         height = up + low
         alpha *= np.clip(height - 0.5, 0.0, 1.0)  # sub-pixel gaps would only flicker
         tight = _bounds(alpha > 0)
@@ -521,19 +585,35 @@ class MouthWarpAnimator:
         # Colour only the gap's own bounding box: it is a small part of the mouth region.
         ts = tight.slices
         alpha, inside_top, inside_bottom = alpha[ts], inside_top[ts], inside_bottom[ts]
-        height, un = height[ts], un[ts]
+        depth, height, un = depth[ts].clip(0), height[ts], un[ts]
         target = roi.sub(tight).slices
-        # Lit near the lips, darkest in the middle and towards the corners.
-        edge = np.exp(-np.minimum(inside_top, inside_bottom).clip(0) / 2.0) * (1 - un)
+        iod = self.geometry.iod
+        # Lit near the lips, darkest deep inside and towards the corners.
+        edge = np.exp(-depth / np.maximum(1.5, 0.12 * height)) * (1 - un)
         colour = self._cavity + (self._cavity_edge - self._cavity) * edge[:, :, None]
+        # The tongue: the lower part of a wide-open mouth, its top edge soft and in shadow.
+        seen = np.clip((height / iod - TONGUE_OPEN_IOD[0])
+                       / (TONGUE_OPEN_IOD[1] - TONGUE_OPEN_IOD[0]), 0.0, 1.0)
+        if seen.max() > 0:
+            # Domed: highest in the middle, falling towards the corners; lit on its crown.
+            top = TONGUE_TOP * height * (1.0 - 0.6 * un * un)
+            below_top = top - inside_bottom
+            tongue = (_smoothstep(below_top / np.maximum(0.3 * height, 1.5))
+                      * _smoothstep((0.8 - un) / 0.4) * seen)
+            lit = 0.75 + 0.25 * np.exp(-np.abs(below_top - 0.25 * top) / np.maximum(0.2 * top, 1.0))
+            colour = colour + (self._tongue * lit[:, :, None] - colour) * tongue[:, :, None]
         if self._synthetic_teeth:
-            # Upper teeth under the upper lip, narrower than the mouth and shorter than the gap,
-            # in the lip's shadow at the top and darker towards the corners.
-            teeth_h = np.minimum(0.4 * height, 0.07 * self.geometry.iod) * np.sqrt(
-                np.clip(1 - (un / 0.8) ** 2, 0, 1))
+            # Upper incisors under the upper lip: narrower than the mouth, a fraction of the gap,
+            # in the lip's shadow at the top and darker towards the corners, a faint line where
+            # one tooth meets the next.
+            teeth_h = np.minimum(TEETH_GAP_SHARE * height, TEETH_IOD * iod) * np.sqrt(
+                np.clip(1 - (un / TEETH_SPAN) ** 2, 0, 1))
             teeth = np.clip(teeth_h - inside_top + 0.5, 0.0, 1.0) * (inside_top >= -0.5)
-            shade = 0.8 + 0.2 * np.clip(inside_top / np.maximum(teeth_h, 1e-3), 0, 1)
-            teeth_colour = self._teeth * (shade * (1.0 - 0.4 * un))[:, :, None]
+            shade = 0.72 + 0.28 * np.clip(inside_top / np.maximum(0.5 * teeth_h, 1e-3), 0, 1)
+            half_px = 0.5 * float(self._half_left + self._half_right)
+            for b in TOOTH_EDGES:
+                shade = shade * (1.0 - 0.22 * np.exp(-(((un - b) * half_px) ** 2) / 0.8))
+            teeth_colour = self._teeth * (shade * (1.0 - 0.45 * un / TEETH_SPAN))[:, :, None]
             colour = colour + (teeth_colour - colour) * teeth[:, :, None]
         region = out[target].astype(np.float32)
         a3 = alpha[:, :, None]
@@ -581,8 +661,10 @@ def _median_colour(rgb: np.ndarray, centre: np.ndarray, radius: float) -> np.nda
     return np.median(patch, axis=0).astype(np.float32)
 
 
-def _mouth_colours(rgb: np.ndarray, g: FaceGeometry) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Cavity, cavity edge and teeth colours matched to the portrait's lips and skin."""
+def _mouth_colours(
+    rgb: np.ndarray, g: FaceGeometry
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Cavity, cavity edge, tongue and teeth colours matched to the portrait's lips and skin."""
     iod = g.iod
     lip = _median_colour(rgb, g.lower_lip + 0.07 * iod * g.down, 0.03 * iod)
     cheeks = [g.nose_tip + side * 0.45 * iod * g.across + 0.05 * iod * g.down for side in (-1, 1)]
@@ -590,9 +672,10 @@ def _mouth_colours(rgb: np.ndarray, g: FaceGeometry) -> tuple[np.ndarray, np.nda
     cavity = lip * CAVITY_SHADE
     cavity *= min(1.0, CAVITY_MAX_LUMA / max(_luma(cavity), 1.0))
     edge = lip * CAVITY_EDGE_SHADE
+    tongue = lip * TONGUE_SHADE
     teeth = 0.7 * TEETH_RGB + 0.3 * skin
-    teeth *= float(np.clip(1.1 * _luma(skin), *TEETH_LUMA)) / _luma(teeth)
-    return (cavity.astype(np.float32), edge.astype(np.float32),
+    teeth *= float(np.clip(TEETH_SKIN_LUMA * _luma(skin), *TEETH_LUMA)) / _luma(teeth)
+    return (cavity.astype(np.float32), edge.astype(np.float32), tongue.astype(np.float32),
             np.clip(teeth, 0, 255).astype(np.float32))
 
 

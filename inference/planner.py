@@ -12,6 +12,11 @@ Units: GB = 10⁹ bytes, as in those figures (the KV formula gives 10.38·10⁹ 
 Card capacities are converted from the MiB that NVML/nvidia-smi report (an "80 GB" H100 reports
 81559 MiB = 85.5 GB).
 
+Speed: where Live Avatar has been measured with the same settings (inference.measured_speed, from
+avatarflow's real runs on an H200), the estimate is that measurement, or on another known GPU that
+measurement scaled by datasheet TFLOPS; otherwise the published 5-GPU figure with the scaling
+assumptions below. Every estimate says which it is.
+
 The FSDP sharded mode is modelled only for comparison: it is not a topology avatarflow launches,
 but it is what people try with 5 × 24 GB cards, and the model shows why it cannot work.
 """
@@ -23,7 +28,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from inference.gpus import GpuInfo, known_model
+from inference import measured_speed
+from inference.gpus import KNOWN_GPUS, GpuInfo, known_model
 from inference.liveavatar_facts import (
     CACHES_ONE_GPU,
     CACHES_PIPELINE_RANK,
@@ -32,6 +38,7 @@ from inference.liveavatar_facts import (
     DIT_FP8_GB,
     FP8_CONVERSION_GB,
     FPS,
+    FRAMES_PER_CLIP,
     FSDP_UNSHARD_GB,
     KV_BYTES,
     KV_HEAD_DIM,
@@ -50,9 +57,9 @@ from inference.liveavatar_facts import (
     SINGLE_GPU_MIN_GB,
     T5_GB,
 )
-from inference.output_rules import output_size, parse_size
+from inference.output_rules import output_size, parse_size, video_frames
 from inference.presets import PRESETS, Preset
-from inference.validation import CONSUMER_24GB_MAX_MB, check_gpus, errors_in
+from inference.validation import CONSUMER_24GB_MAX_MB, MIN_SINGLE_GPU_MB, check_gpus, errors_in
 
 Precision = Literal["bf16", "fp8"]
 Image = tuple[int, int] | None  # (width, height) of the portrait; None: a frame of the size itself
@@ -225,7 +232,10 @@ def topology_memory(topology: Topology, size: str, precision: Precision,
 
 
 # --- throughput ------------------------------------------------------------------------------
-Basis = Literal["published", "derived", "assumption"]
+# measured: avatarflow's own run with these settings on this GPU model (inference.measured_speed);
+# scaled: such a run on another GPU, scaled by datasheet TFLOPS; published / derived / assumption:
+# the published 5-GPU figure, as is, scaled, or turned into a one-GPU rate by assumption.
+Basis = Literal["measured", "scaled", "published", "derived", "assumption"]
 
 
 @dataclass(frozen=True)
@@ -262,13 +272,25 @@ THROUGHPUT_SOURCES = (
 
 @dataclass(frozen=True)
 class SpeedEstimate:
-    fps: float
+    fps: float  # frames of video per second of wall time
     basis: Basis
-    note: str
+    note: str  # where the figure comes from, in full
+    label: str = ""  # the same in a few words: "measured on H200 (bf16, 688*368, compile off, warm)"
+    # Minutes per minute of video of a per-job run (the model loads for every video), where a
+    # per-job run with these settings was measured; None otherwise.
+    per_job_minutes: float | None = None
+    # What the figure stands in for without having been measured: "fp8 not measured, assumed …".
+    caveats: tuple[str, ...] = ()
+    source: str = ""  # the measurement: its video, date and results file(s)
 
     @property
     def minutes_per_video_minute(self) -> float:
         return 60 * FPS / self.fps / 60
+
+    @property
+    def short(self) -> str:
+        """The label with its caveats, or the basis where there is no label."""
+        return "; ".join((self.label or self.basis, *self.caveats))
 
 
 def _tflops(gpu: GpuInfo) -> float | None:
@@ -276,10 +298,91 @@ def _tflops(gpu: GpuInfo) -> float | None:
     return model.bf16_dense_tflops if model else None
 
 
-def estimate_speed(topology: Topology, gpus: Sequence[GpuInfo], size: str) -> SpeedEstimate | None:
-    """Frames per second for a topology, or None where nothing published or assumed applies."""
+def measured_estimate(gpu: GpuInfo, size: str, precision: Precision = "bf16",
+                      online_decode: bool | None = None) -> SpeedEstimate | None:
+    """One GPU: avatarflow's measurement with these settings (compile off), on this GPU model or
+    scaled by TFLOPS from another; None where nothing was measured.
+
+    Warm-worker runs are preferred (the model stays loaded, as the plan's times assume), then
+    per-job runs. Where fp8 was not measured, the bf16 figure stands in (fp8 is assumed to give no
+    speed-up, as everywhere in the planner); where only the other decode mode was measured at this
+    size, that figure stands in (the decoding work is the same, done at the end or between clips).
+    Both stand-ins are said in the label.
+    """
+    model = known_model(gpu.name)
+    if model is None or model.bf16_dense_tflops is None:
+        return None
+    precisions: list[str] = [precision] + (["bf16"] if precision == "fp8" else [])
+    decodes = [False, True] if online_decode is None else [online_decode, not online_decode]
+    for measured_precision in precisions:
+        for decode in decodes:
+            for same_gpu in (True, False):
+                for mode in ("warm", "per-job"):
+                    for entry in measured_speed.MEASURED:
+                        reference = KNOWN_GPUS.get(entry.gpu)
+                        if ((entry.size, entry.precision, entry.online_decode, entry.mode, entry.compile)
+                                != (size, measured_precision, decode, mode, False)
+                                or (entry.gpu == model.key) != same_gpu
+                                or reference is None or reference.bf16_dense_tflops is None):
+                            continue
+                        return _from_measurement(entry, model.key, model.bf16_dense_tflops,
+                                                 reference.bf16_dense_tflops, precision, online_decode)
+    return None
+
+
+def _from_measurement(entry: measured_speed.MeasuredSpeed, gpu: str, tflops: float,
+                      reference_tflops: float, precision: str,
+                      online_decode: bool | None) -> SpeedEstimate:
+    scale = reference_tflops / tflops  # more TFLOPS, less time
+    seconds_per_second = entry.load_excluded * scale
+    per_job = measured_speed.find(entry.gpu, entry.size, entry.precision, entry.online_decode,
+                                  "per-job", entry.compile)
+    per_job_minutes = per_job.load_included * scale if per_job and per_job.load_included else None
+    basis: Basis
+    if entry.gpu == gpu:
+        label, basis = f"measured on {entry.gpu} ({entry.settings})", "measured"
+    else:
+        label = (f"scaled from {entry.gpu} measurement ({entry.settings}) by TFLOPS "
+                 f"({gpu} {tflops:g} vs {entry.gpu} {reference_tflops:g})")
+        basis = "scaled"
+    caveats = []
+    if entry.precision != precision:
+        caveats.append(f"{precision} not measured, assumed no faster than {entry.precision}")
+    if online_decode is not None and entry.online_decode != online_decode:
+        caveats.append("online decode not measured at this size: the figure decodes at the end"
+                       if online_decode else
+                       "decoding at the end not measured at this size: the figure decodes online")
+    source = (f"{entry.video_seconds:g} s video, {entry.runs} run{'s' if entry.runs > 1 else ''}, "
+              f"{entry.date}, {_paths(entry.sources)}")
+    if entry.mode == "per-job":
+        source += "; timed from the first denoising step (load excluded)"
+    note = "; ".join((label, *caveats)) + f" ({source})"
+    return SpeedEstimate(FPS / seconds_per_second, basis, note, label, per_job_minutes,
+                         tuple(caveats), source)
+
+
+def _paths(paths: Sequence[str]) -> str:
+    """"a/x/f, a/y/f" as "a/{x,y}/f" (the results files of several sessions)."""
+    if len(paths) == 1:
+        return paths[0]
+    parts = [p.split("/") for p in paths]
+    if len({len(p) for p in parts}) == 1 and len({tuple(p[:-2] + p[-1:]) for p in parts}) == 1:
+        head, tail = "/".join(parts[0][:-2]), parts[0][-1]
+        return f"{head}/{{{','.join(p[-2] for p in parts)}}}/{tail}"
+    return ", ".join(paths)
+
+
+def estimate_speed(topology: Topology, gpus: Sequence[GpuInfo], size: str,
+                   precision: Precision = "bf16", online_decode: bool | None = None
+                   ) -> SpeedEstimate | None:
+    """Frames per second for a topology, or None where nothing measured, published or assumed
+    applies. One GPU: the measurement where there is one (`measured_estimate`)."""
     if topology == "fsdp" or not gpus:
         return None
+    if topology == "single":
+        measured = measured_estimate(gpus[0], size, precision, online_decode)
+        if measured is not None:
+            return measured
     rates = [_tflops(g) for g in gpus]
     if any(r is None for r in rates):
         return None
@@ -292,13 +395,28 @@ def estimate_speed(topology: Topology, gpus: Sequence[GpuInfo], size: str) -> Sp
         base *= SINGLE_GPU_FRACTION
     fps = base * ratio * area_ratio
     is_reference_gpu = all("H800" in g.name.upper() for g in gpus)
+    scaling = THROUGHPUT_SOURCES[2].source
     if topology == "pipeline" and is_reference_gpu and area_ratio == 1:
-        return SpeedEstimate(fps, "published", PUBLISHED_PIPELINE.source)
+        return SpeedEstimate(fps, "published", PUBLISHED_PIPELINE.source, "published, not measured",
+                             source=PUBLISHED_PIPELINE.source)
     if topology == "pipeline":
         return SpeedEstimate(fps, "derived",
-                             "published 20 FPS on 5×H800, scaled by TFLOPS and area (assumption)")
+                             "published 20 FPS on 5×H800, scaled by TFLOPS and area (assumption)",
+                             "published 5×H800 figure scaled (assumption, not measured)",
+                             source=f"{PUBLISHED_PIPELINE.source}; {scaling}")
     return SpeedEstimate(fps, "assumption", "¼ of the published pipeline rate, scaled by TFLOPS "
-                                            "and area; offload makes it slower (upper bound)")
+                                            "and area; offload makes it slower (upper bound)",
+                         "assumption, not measured: ¼ of the published 5×H800 rate, scaled",
+                         source=f"{THROUGHPUT_SOURCES[1].source}; {PUBLISHED_PIPELINE.source}; "
+                                f"{scaling}. Where avatarflow measured one GPU (H200), the real time "
+                                "was about twice this")
+
+
+def preset_video_seconds(preset: Preset) -> float | None:
+    """The longest video a preset makes (its clip cap), or None when it makes the whole audio."""
+    if preset.num_clip is None:
+        return None
+    return video_frames(preset.num_clip, preset.infer_frames or FRAMES_PER_CLIP) / FPS
 
 
 # --- the plan --------------------------------------------------------------------------------
@@ -321,9 +439,13 @@ class PlanRow:
     peak_gb: float  # predicted peak of the fullest GPU
     capacity_gb: float | None  # the smallest used GPU's total memory; None if too few GPUs
     memory: list[MemoryEstimate]
-    reason: str
+    reason: str  # the problems' texts joined, or "fits: …"
     remedies: list[str] = field(default_factory=list)
     speed: SpeedEstimate | None = None
+    # Why it does not fit, each as (kind, text); kinds: "fsdp", "count", "memory", "fp8",
+    # "single-80GB", "24GB", "rank-45GB". Empty when it fits.
+    problems: list[tuple[str, str]] = field(default_factory=list)
+    online_decode: bool = False
 
     @property
     def topology_label(self) -> str:
@@ -364,22 +486,26 @@ def plan_row(preset: Preset, topology: Topology, precision: Precision,
     memory_fits = capacity is not None and peak <= capacity
     fp8_ok = _all_support_fp8(used) if used else None
 
-    problems: list[str] = []
+    problems: list[tuple[str, str]] = []
     if topology == "fsdp":
-        problems.append("not a topology Live Avatar runs (one ≥ 80 GB GPU or the 5-GPU pipeline); "
-                        "shown to compare")
+        problems.append(("fsdp", "not a topology Live Avatar runs (one ≥ 80 GB GPU or the 5-GPU "
+                                 "pipeline); shown to compare"))
     elif not enough:
-        problems.append(f"needs {needed} GPU(s); {len(gpus)} given")
+        problems.append(("count", f"needs {needed} GPU(s); {len(gpus)} given"))
     if capacity is not None and not memory_fits:
         where = "on the GPU" if topology == "single" else f"per {memory[0].role}"
-        problems.append(f"needs {_gb(peak)} {where}, more than the {_gb(capacity)} a GPU has")
+        problems.append(("memory", f"needs {_gb(peak)} {where}, more than the {_gb(capacity)} a GPU has"))
     if topology != "fsdp" and enough:
         refusals = errors_in(check_gpus(used, fp8=precision == "fp8"))
         # When memory already rules the row out, only the fp8 rule adds anything; otherwise the
         # published rules (≥ 80 GB for one GPU, ≈ 45 GB per rank) are the reason.
-        problems += [p.reason for p in refusals if memory_fits or p.setting == "fp8"]
+        for refusal in refusals:
+            if refusal.setting == "fp8":
+                problems.append(("fp8", refusal.reason))
+            elif memory_fits:
+                problems.append(_rule_problem(topology, used, peak, refusal.reason))
     if precision == "fp8" and fp8_ok is None and used:
-        problems.append("fp8 needs compute capability ≥ 8.9, unknown for these GPUs")
+        problems.append(("fp8", "fp8 needs compute capability ≥ 8.9, unknown for these GPUs"))
     fits = enough and memory_fits and not problems
 
     if fits:
@@ -388,15 +514,36 @@ def plan_row(preset: Preset, topology: Topology, precision: Precision,
         if free is not None and free < peak:
             reason += f"; but only {_gb(free)} free now (other processes hold the rest)"
     else:
-        reason = "; ".join(problems) or "does not fit"
+        reason = "; ".join(text for _, text in problems) or "does not fit"
     row = PlanRow(preset=preset.name, size=preset.size, topology=topology, precision=precision,
                   gpus=used, fits=fits, peak_gb=peak, capacity_gb=capacity, memory=memory,
-                  reason=reason)
+                  reason=reason, problems=[] if fits else problems,
+                  online_decode=preset.online_decode)
     if not fits and with_remedies:
         row.remedies = _remedies(row, gpus)
     if fits:
-        row.speed = estimate_speed(topology, used, preset.size)
+        row.speed = estimate_speed(topology, used, preset.size, precision, preset.online_decode)
     return row
+
+
+def single_gpu_rule_reason(estimate: str, card_gb: float) -> str:
+    """Why one GPU of less than 80 GB is refused even where the memory model says it would do."""
+    return (f"the single-GPU mode needs an 80 GB card: Live Avatar publishes its one-GPU (offload) "
+            f"mode for a single GPU of ≥ {SINGLE_GPU_MIN_GB} GB (it holds the {DIT_BF16_GB:g} GB bf16 "
+            f"DiT, loaded in bf16 even for fp8, and {CACHES_ONE_GPU} KV caches), and avatarflow's "
+            f"launch check refuses smaller cards (< {MIN_SINGLE_GPU_MB} MiB); the {estimate} "
+            f"estimate is below this {card_gb:.1f} GB card, but that set-up is neither supported "
+            f"nor measured")
+
+
+def _rule_problem(topology: Topology, used: Sequence[GpuInfo], peak: float,
+                  reason: str) -> tuple[str, str]:
+    """A published topology rule that refuses GPUs the memory model says would hold the peak."""
+    if any(g.memory_total_mb <= CONSUMER_24GB_MAX_MB for g in used):
+        return "24GB", reason
+    if topology == "single" and min(g.memory_total_mb for g in used) < MIN_SINGLE_GPU_MB:
+        return "single-80GB", single_gpu_rule_reason(_gb(peak), min(g.memory_total_gb for g in used))
+    return "rank-45GB", reason
 
 
 def _remedies(row: PlanRow, gpus: Sequence[GpuInfo]) -> list[str]:
@@ -433,6 +580,22 @@ def _remedies(row: PlanRow, gpus: Sequence[GpuInfo]) -> list[str]:
             kind = "cc ≥ 8.9, e.g. 5 × L40S 48 GB" if row.precision == "fp8" else "e.g. 5 × 80 GB"
             remedies.append(f"5 cards of ≥ {need:.0f} GB ({kind})")
     return remedies
+
+
+def best_row(rows: Sequence[PlanRow]) -> PlanRow | None:
+    """The row to lead with: of the fitting rows, the largest video size, then the shortest time
+    (rows without an estimate last), bf16 before fp8 (no quantisation), fewer GPUs, and the
+    presets' order. None when nothing fits."""
+    fitting = [(i, r) for i, r in enumerate(rows) if r.fits]
+    if not fitting:
+        return None
+
+    def key(item: tuple[int, PlanRow]) -> tuple:
+        index, row = item
+        minutes = row.speed.minutes_per_video_minute if row.speed else math.inf
+        return (-tokens_per_frame(row.size), minutes, row.precision != "bf16", len(row.gpus), index)
+
+    return min(fitting, key=key)[1]
 
 
 PRECISIONS: tuple[Precision, ...] = ("bf16", "fp8")

@@ -27,6 +27,23 @@ python=${PYTHON:-python3}
 "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' || {
     echo "avatarflow needs Python >= 3.11; set PYTHON=/path/to/python3.11" >&2; exit 1; }
 [[ -x .venv/bin/python ]] || "$python" -m venv .venv
+
+# pip runs only when pyproject.toml or the extras changed since the last install: a stamp in the
+# venv records what was installed (delete .venv/.avatarflow-installed to force a reinstall).
+stamp=.venv/.avatarflow-installed
+wanted="$(sha256sum pyproject.toml | cut -d' ' -f1) extras=${extras:-none}"
+if [[ -f "$stamp" && "$(cat "$stamp")" == "$wanted" && -x .venv/bin/avatarflow ]]; then
+    echo "avatarflow already installed in $(pwd)/.venv (pyproject.toml unchanged)"
+    exit 0
+fi
+# A test install also satisfies a runtime-only request.
+if [[ -z "$extras" && -f "$stamp" && "$(cat "$stamp")" == "${wanted% *} extras=[test]" ]]; then
+    echo "avatarflow already installed in $(pwd)/.venv (with test extras)"
+    exit 0
+fi
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e ".${extras}"
+# setuptools warns on every editable install about folders named like the package; this
+# repository's layout is the package, so the warning says nothing here.
+PYTHONWARNINGS="ignore:Editable installation" .venv/bin/python -m pip install -q -e ".${extras}"
+echo "$wanted" > "$stamp"
 echo "avatarflow installed in $(pwd)/.venv"

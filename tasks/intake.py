@@ -1,13 +1,17 @@
 """Manifest intake: read CSV / JSONL / YAML manifests or a folder, validate every row, register assets.
 
 Every row is checked and every problem reported together (row, field, reason); bad rows never
-block good ones. The asset key is a content hash of what determines the video, so submitting
-the same manifest twice registers nothing new.
+block good ones. A problem of the manifest as a whole is reported once, not on every row it
+spoils: a CSV header with an unknown or a missing column is one "header" problem (with the
+closest known column name as a suggestion), and an unknown field that several JSONL/YAML rows
+share is one problem listing those rows. The asset key is a content hash of what determines
+the video, so submitting the same manifest twice registers nothing new.
 """
 
 from __future__ import annotations
 
 import csv
+import difflib
 import getpass
 import hashlib
 import json
@@ -33,6 +37,9 @@ from tasks.prompts import PromptError, TemplateLibrary, check_prompt
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".m4a", ".aac", ".ogg", ".opus")
 FIELDS = {"image", "audio", "prompt", "template", "vars", "preset", "priority", "tags", "external_id"}
+REQUIRED = ("image", "audio")  # and a prompt or a template
+# Manifest names that say nothing about the batch: `spring/batch.csv` becomes batch "spring-batch".
+GENERIC_STEMS = frozenset({"batch", "manifest", "assets", "input", "inputs"})
 KEY_VERSION = 1  # bump when what goes into the asset key changes
 
 
@@ -41,7 +48,9 @@ class Problem:
     row: int | None  # 1-based data row; None for the manifest as a whole
     field: str
     reason: str
-    location: str = ""  # where in the file: "line 7", "item 3"
+    location: str = ""  # where in the file: "line 7", "item 3", "header"
+    # A manifest-wide problem (row None) lists the rows it rejects: reported once, not per row.
+    rows: tuple[int, ...] = ()
 
     def __str__(self) -> str:
         where = f"row {self.row}" if self.row is not None else "manifest"
@@ -55,6 +64,9 @@ class RawRow:
     number: int
     location: str
     data: dict[str, Any]
+    # Fields whose problems a manifest-wide problem already reports (a CSV header's unknown or
+    # missing columns): the row is still rejected for them, but they are not repeated on it.
+    reported: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -102,7 +114,36 @@ class IntakeResult:
 
     @property
     def rejected_rows(self) -> list[int]:
-        return sorted({p.row for p in self.problems if p.row is not None})
+        rows = {p.row for p in self.problems if p.row is not None}
+        return sorted(rows.union(*(p.rows for p in self.problems)))
+
+
+def suggest(name: str, known: Iterable[str] = FIELDS) -> str | None:
+    """The known field name closest to a misspelt one (`imgae` -> `image`), if any is close."""
+    close = difflib.get_close_matches(name.strip().lower().replace(" ", "_").replace("-", "_"),
+                                      sorted(known), n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
+def _unknown_reason(name: str, what: str = "field") -> str:
+    hint = suggest(name)
+    return f"unknown {what}" + (f" (did you mean {hint!r}?)" if hint else "")
+
+
+def _row_list(rows: Sequence[int], total: int | None = None) -> str:
+    """`rows 1-3, 7` (or `all 20 rows`) for a sorted list of row numbers."""
+    if total is not None and len(rows) == total and total > 1:
+        return f"all {total} rows"
+    spans: list[str] = []
+    start = previous = rows[0]
+    for row in [*rows[1:], None]:
+        if row is not None and row == previous + 1:
+            previous = row
+            continue
+        spans.append(str(start) if start == previous else f"{start}-{previous}")
+        if row is not None:
+            start = previous = row
+    return ("row " if len(rows) == 1 else "rows ") + ", ".join(spans)
 
 
 # --------------------------------------------------------------------------- reading
@@ -135,6 +176,11 @@ def _read_csv(text: str) -> tuple[list[RawRow], list[Problem]]:
     reader = csv.DictReader(text.splitlines())
     if not reader.fieldnames:
         raise ManifestError("the CSV manifest is empty (no header row)")
+    columns = {c.strip().lower(): c.strip() for c in reader.fieldnames if c is not None}
+    unknown = [c for c in columns if c not in FIELDS and not c.startswith("var.")]
+    missing = [c for c in REQUIRED if c not in columns]
+    if "prompt" not in columns and "template" not in columns:
+        missing.append("prompt or template")
     rows: list[RawRow] = []
     for number, record in enumerate(reader, start=1):
         data: dict[str, Any] = {}
@@ -152,7 +198,38 @@ def _read_csv(text: str) -> tuple[list[RawRow], list[Problem]]:
         if variables:
             data["vars"] = {**_json_object(data.get("vars")), **variables} if "vars" in data else variables
         rows.append(RawRow(number, f"line {reader.line_num}", data))
-    return rows, []
+    return _header_check(rows, columns, unknown, missing)
+
+
+def _header_check(
+    rows: list[RawRow], columns: dict[str, str], unknown: list[str], missing: list[str]
+) -> tuple[list[RawRow], list[Problem]]:
+    """One problem for what is wrong with a CSV header, instead of the same ones on every row.
+
+    A missing required column rejects every row; an unknown column rejects the rows with a value
+    in it (an empty column costs nothing). A header problem that touches a single row is left to
+    that row's own problems, which then name the row and suggest the same.
+    """
+    used = sorted({r.number for r in rows if any(c in r.data for c in unknown)})
+    spoilt = [r.number for r in rows] if missing else used
+    if not spoilt or (not missing and len(spoilt) < 2):
+        return rows, []
+    absent = set(missing) | ({"prompt", "template"} if "prompt or template" in missing else set())
+    # Named: the unknown columns with a value somewhere, and any that explains a missing one.
+    unknown = [c for c in unknown if any(c in r.data for r in rows) or suggest(c) in absent]
+    parts = []
+    for name in unknown:
+        hint = suggest(name)
+        shown = repr(columns[name]) if name else "an unnamed column"
+        parts.append(f"unknown column {shown}" + (f" (did you mean {hint!r}?)" if hint else ""))
+    if missing:
+        parts.append(f"missing required column{'s' if len(missing) > 1 else ''}: {', '.join(missing)}")
+    if any(suggest(name) is None for name in unknown):
+        parts.append(f"known columns: {', '.join(sorted(FIELDS))}, var.<name>")
+    reason = "; ".join(parts) + f" — {_row_list(spoilt, len(rows))} rejected"
+    reported = frozenset(unknown) | absent
+    marked = [RawRow(r.number, r.location, r.data, reported) if r.number in spoilt else r for r in rows]
+    return marked, [Problem(None, "columns", reason, "header", tuple(spoilt))]
 
 
 def _json_object(value: Any) -> dict[str, Any]:
@@ -303,14 +380,23 @@ def validate_rows(
     templates: TemplateLibrary,
     default_preset: str,
 ) -> tuple[list[AssetSpec], list[Problem]]:
-    """Check every row; return the good ones as specs and every problem found."""
+    """Check every row; return the good ones as specs and every problem found.
+
+    An unknown field suggests the closest known one; the row's own complaint about that field
+    being missing is then left out ("imgae" says why there is no image). The same unknown field
+    on several rows is one problem of the manifest listing those rows (`Problem.rows`).
+    """
     specs: list[AssetSpec] = []
     problems: list[Problem] = []
     hashes = _Hashes()
     seen_keys: dict[str, int] = {}
     seen_ids: dict[str, int] = {}
+    count = 0
     for raw in rows:
+        count += 1
         found: list[Problem] = []
+        # The rest of a row's problems on a field it misspelt ("imgae": no image) say nothing new.
+        explained = set(raw.reported)
 
         def bad(field_name: str, reason: str, raw: RawRow = raw, found: list[Problem] = found) -> None:
             found.append(Problem(raw.number, field_name, reason, raw.location))
@@ -320,7 +406,10 @@ def validate_rows(
             if unknown == "__extra__":
                 bad("(row)", "more cells than header columns")
             else:
-                bad(unknown, f"unknown field; known fields: {', '.join(sorted(FIELDS))}")
+                bad(unknown, f"{_unknown_reason(unknown)}; known fields: {', '.join(sorted(FIELDS))}")
+                hint = suggest(unknown)
+                if hint and data.get(hint) in (None, ""):
+                    explained.add(hint)
 
         image, reason = _check_file(data.get("image"), "image", base, roots, IMAGE_SUFFIXES)
         if reason:
@@ -376,7 +465,7 @@ def validate_rows(
                 bad("prompt", f"{exc}" if prompt_text else "empty prompt; give a prompt or a template (e.g. template: default)")
 
         if found or image is None or audio is None:
-            problems.extend(found)
+            problems.extend(p for p in found if p.field not in explained)
             continue
         try:
             image_sha, audio_sha = hashes(image), hashes(audio)
@@ -395,7 +484,26 @@ def validate_rows(
         if external_id is not None:
             seen_ids[external_id] = raw.number
         specs.append(spec)
-    return specs, problems
+    return specs, _group_unknown_fields(problems, count)
+
+
+def _group_unknown_fields(problems: list[Problem], total: int) -> list[Problem]:
+    """An unknown field on several rows (a typo repeated down a JSONL file, a YAML default) is one
+    problem naming the rows, not one per row."""
+    by_field: dict[str, list[Problem]] = {}
+    for p in problems:
+        if p.row is not None and p.reason.startswith("unknown field"):
+            by_field.setdefault(p.field, []).append(p)
+    grouped = {name: found for name, found in by_field.items() if len(found) > 1}
+    if not grouped:
+        return problems
+    kept = [p for p in problems if p.row is None or p.field not in grouped or not p.reason.startswith("unknown field")]
+    for name, found in grouped.items():
+        rows = tuple(sorted(p.row for p in found if p.row is not None))
+        reason = (f"{_unknown_reason(name)}; the {len(rows)} rows with it are rejected; "
+                  f"known fields: {', '.join(sorted(FIELDS))}")
+        kept.append(Problem(None, name, reason, _row_list(rows, total), rows))
+    return kept
 
 
 # --------------------------------------------------------------------------- registration
@@ -471,6 +579,23 @@ def register(
     return batch, created, existing
 
 
+def default_batch_name(manifest: Path) -> str:
+    """The batch a manifest goes to when no name is given: the manifest's name without suffix.
+
+    A generic name (batch, manifest, assets, input, inputs: `batch.csv`) says nothing, and two
+    folders' `batch.csv` would share one batch, so it is prefixed with its folder's name:
+    `spring-campaign/batch.csv` goes to batch `spring-campaign-batch`. The name depends on the
+    manifest's path only (no date, no counter), so submitting the same file again finds the
+    same batch; a batch submitted under the bare stem before this rule is still found (see
+    `submit`). Names stay within the 200 characters of `batches.name`.
+    """
+    stem = manifest.stem
+    folder = manifest.parent.name
+    if stem.lower() in GENERIC_STEMS and folder:
+        return f"{folder[:150]}-{stem}"
+    return stem[:200]
+
+
 def submit(
     database: Database,
     manifest: Path,
@@ -493,14 +618,20 @@ def submit(
         default_preset=default_preset,
     )
     result = IntakeResult(
-        source=manifest, rows=len(raw_rows) + len({p.row for p in problems}),
+        source=manifest, rows=len(raw_rows) + len({p.row for p in problems if p.row is not None}),
         specs=specs, problems=sorted(problems + row_problems, key=lambda p: (p.row or 0, p.field)),
     )
-    result.batch_name = batch_name or manifest.stem
+    result.batch_name = batch_name or default_batch_name(manifest)
     if dry_run or not specs:
         return result
     source_sha = sha256_file(manifest) if manifest.is_file() else None
     with database.session() as session:
+        if batch_name is None and result.batch_name != manifest.stem:
+            # Submitted before generic names got their folder's name: keep finding that batch.
+            legacy = session.scalar(select(Batch).where(Batch.name == manifest.stem,
+                                                        Batch.source == str(manifest)))
+            if legacy is not None:
+                result.batch_name = legacy.name
         batch, result.created, result.existing = register(
             session, specs, batch_name=result.batch_name, source=str(manifest),
             source_sha256=source_sha, actor=actor or default_actor(),

@@ -303,7 +303,13 @@ def _sizes(info: MediaInfo, small_height: int) -> dict[str, tuple[int, int]]:
 def _video_output_args() -> dict[str, Any]:
     return {
         "c:v": "libx264",
+        # `-profile:v high` is only a ceiling: x264 writes the lowest profile the stream's tools
+        # need. The ultrafast preset turns off CABAC, B-frames and the 8x8 transform, so its
+        # streams come out Constrained Baseline and fail the High check. The 8x8 transform is a
+        # High-profile tool: kept on (x264's default, off only in ultrafast) every preset makes
+        # a High stream, and the other presets' output is bit-for-bit what it was.
         "profile:v": "high",
+        "8x8dct": 1,
         "pix_fmt": "yuv420p",
         "crf": CRF,
         "preset": X264_PRESET,
@@ -451,7 +457,8 @@ def transcode(
     file `{name}.transcode.json` beside the renditions records what each was made from; it is
     what keeps a regenerated video (same name, new content) from reusing stale renditions.
     `x264_preset` trades CPU for file size at the same quality (CRF): "medium" by default,
-    "veryfast" takes about a third of the CPU for files roughly 10-20 % larger.
+    "veryfast" takes about a third of the CPU for files roughly 10-20 % larger. Every x264
+    preset, ultrafast included, gives H.264 High (see `_video_output_args`).
     Raises TranscodeError (with `code` and `retryable`).
     """
     src, out_dir = Path(src), Path(out_dir)

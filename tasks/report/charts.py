@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import base64
 import io
+import math
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from tasks.report.figures import STAGES, DailyReport
+from tasks.report.figures import STAGES, TREND_DAYS, DailyReport, TrendRow
 from tasks.report.formatting import fmt_duration
 
 if TYPE_CHECKING:
@@ -38,33 +40,60 @@ def _no_data(ax: Any, text: str = "no data for this day") -> None:
     ax.spines[:].set_visible(False)
 
 
-def chart_trend(report: DailyReport) -> str:
+def trend_label_positions(days: int, most: int = TREND_DAYS) -> list[int]:
+    """Which of `days` trend days get a date under them (0 is the oldest, days-1 the report's day).
+
+    Every day while at most `most` fit; beyond that every k-th day counted back from the report's
+    day, so the report's own day is always labelled, and the first day too (the label next to
+    it is dropped when the two would crowd each other).
+    """
+    if days <= most:
+        return list(range(days))
+    step = math.ceil((days - 1) / (most - 1))
+    positions = list(range(days - 1, -1, -step))[::-1]
+    if positions[0] != 0:
+        if positions[0] * 2 <= step and len(positions) > 2:  # too close to the first day
+            positions = positions[1:]
+        positions.insert(0, 0)
+    return positions
+
+
+def trend_figure(trend: Sequence[TrendRow]) -> Figure:
+    """The trend charts (assets, minutes delivered, GPU-hours per day) of these days, oldest first."""
     fig = _new_figure(10.5, 2.9)
     axes = fig.subplots(1, 3)
-    labels = [t.date.strftime("%m-%d") for t in report.trend]
+    labels = [t.date.strftime("%m-%d") for t in trend]
     x = list(range(len(labels)))
     ax = axes[0]
-    ax.bar([i - 0.2 for i in x], [t.submitted for t in report.trend], width=0.4, label="submitted",
+    ax.bar([i - 0.2 for i in x], [t.submitted for t in trend], width=0.4, label="submitted",
            color="#9db4d6")
-    ax.bar([i + 0.2 for i in x], [t.delivered for t in report.trend], width=0.4, label="delivered",
+    ax.bar([i + 0.2 for i in x], [t.delivered for t in trend], width=0.4, label="delivered",
            color="#2f6db5")
     ax.set_title("assets per day", fontsize=11)
     ax.legend(fontsize=8, frameon=False)
     ax.yaxis.get_major_locator().set_params(integer=True)
-    axes[1].plot(x, [t.minutes_delivered for t in report.trend], marker="o", color="#2a9d6f")
+    axes[1].plot(x, [t.minutes_delivered for t in trend], marker="o", color="#2a9d6f")
     axes[1].set_title("minutes delivered", fontsize=11)
-    axes[2].plot(x, [t.gpu_hours for t in report.trend], marker="o", color="#c0603a")
+    axes[2].plot(x, [t.gpu_hours for t in trend], marker="o", color="#c0603a")
     axes[2].set_title("GPU-hours", fontsize=11)
-    tops = [max([max(t.submitted, t.delivered) for t in report.trend] + [0]),
-            max([t.minutes_delivered for t in report.trend] + [0]),
-            max([t.gpu_hours for t in report.trend] + [0])]
+    tops = [max([max(t.submitted, t.delivered) for t in trend] + [0]),
+            max([t.minutes_delivered for t in trend] + [0]),
+            max([t.gpu_hours for t in trend] + [0])]
+    labelled = trend_label_positions(len(trend))
     for ax, top in zip(axes, tops):
-        ax.set_xticks(x[::2], labels[::2], rotation=45, fontsize=8)
+        # A tick on every day, a date on those that fit (always the report's own day, the last).
+        ax.set_xticks(x, [labels[i] if i in labelled else "" for i in x], rotation=45, fontsize=8)
+        if labelled:
+            ax.get_xticklabels()[-1].set_fontweight("bold")
         ax.tick_params(axis="y", labelsize=8)
         ax.set_ylim(0, max(top, 1) * 1.15)  # an all-zero fortnight still gets a sane axis
         ax.grid(axis="y", alpha=0.3)
         ax.spines[["top", "right"]].set_visible(False)
-    return _png(fig)
+    return fig
+
+
+def chart_trend(report: DailyReport) -> str:
+    return _png(trend_figure(report.trend))
 
 
 def chart_lip_sync(report: DailyReport) -> str:

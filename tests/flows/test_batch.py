@@ -66,19 +66,11 @@ def test_batch_runs_every_stage_and_fails_bad_assets_with_reasons(prefect_harnes
         assets = {a.external_id: a for a in session.scalars(select(Asset).where(Asset.parent_id.is_(None)))}
         assert assets["cat"].state == "failed" and "face" in assets["cat"].failure_reason.lower()
         assert assets["silent"].state == "failed" and "silen" in assets["silent"].failure_reason.lower()
-        # The CPU engine's loudness-driven mouth is no real talking head: on the astronaut
-        # landmark-v2 may judge it out of sync, so it is regenerated and, after the last attempt,
-        # rejected with QC's reasons. Either way every stage ran; `long` must get through.
-        assert assets["long"].state in ("approved", "review_pending"), assets["long"].state
-        astronaut = assets["astronaut"]
-        assert astronaut.state in ("approved", "review_pending", "rejected"), astronaut.state
-        if astronaut.state == "rejected":
-            qc = session.scalars(select(QCResult).where(QCResult.asset_id == astronaut.id)).all()
-            assert len(qc) == 3 and all(r.verdict == "fail" for r in qc) and len(astronaut.attempts) == 3
+        # Both good assets get through: approved, or sampled/flagged for review (the CPU engine's
+        # mouth follows the speech, so landmark-v2 believes it; see tests/inference/test_cpu_engine.py).
         for key in ("astronaut", "long"):
             asset = assets[key]
-            if asset.state == "rejected":
-                continue
+            assert asset.state in ("approved", "review_pending"), (key, asset.state)
             renditions = {r.kind: r for r in asset.renditions}
             assert set(renditions) == {"web", "small", "poster", "thumb"}
             assert ffprobe_streams(Path(renditions["web"].path)) == {"video", "audio"}
@@ -134,7 +126,7 @@ def test_killed_runs_resume_without_redoing_or_duplicating_work(prefect_server, 
     with database.session() as session:
         top = {a.external_id: a for a in session.scalars(select(Asset).where(Asset.parent_id.is_(None)))}
         assert top["long"].state in ("approved", "review_pending"), (top["long"].state, top["long"].failure_reason)
-        assert top["astronaut"].state in ("approved", "review_pending", "rejected")  # see the test above
+        assert top["astronaut"].state in ("approved", "review_pending"), top["astronaut"].state
         assert top["cat"].state == "failed" and top["silent"].state == "failed"
         every = session.scalars(select(Asset)).all()
         for asset in every:

@@ -55,7 +55,7 @@ def test_init_submit_status_on_a_twenty_row_manifest(cli_env, mixed, tmp_path, f
 
     done = run(["status", "r1"], cli_env, tmp_path)
     assert done.returncode == 0, done.stderr
-    assert "facerec_obama.jpg" in done.stdout and "submitted in batch batch (row 1)" in done.stdout
+    assert "facerec_obama.jpg" in done.stdout and "submitted in batch manifest-batch (row 1)" in done.stdout
 
 
 def test_errors_are_one_readable_line_and_debug_shows_the_traceback(cli_env, tmp_path):

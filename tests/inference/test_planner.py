@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 import typer
 from typer.testing import CliRunner
 
 from flows import cli_plan
 from flows.cli_plan import gpus_command, plan_command
+from inference import measured_speed
 from inference.gpus import GpuInventory, parse_gpu_spec
 from inference.liveavatar_facts import PUBLISHED_ONE_GPU_BF16_GB, PUBLISHED_PIPELINE_RANK_FP8_GB
 from inference.planner import (
+    best_row,
     estimate_speed,
     fsdp_rank_memory,
     kv_cache_bytes,
@@ -18,6 +23,7 @@ from inference.planner import (
     nothing_fits_explanation,
     pipeline_rank_memory,
     plan,
+    preset_video_seconds,
     single_gpu_memory,
     tokens_per_frame,
 )
@@ -72,7 +78,9 @@ def test_1xh100_fits_the_single_gpu_mode_in_every_preset():
     for preset in ("preview", "standard", "long"):
         single = row(rows, preset, "single", "bf16")
         assert single.fits, single.reason
-        assert single.speed is not None and single.speed.basis == "assumption"
+        # No H100 run was measured: the H200's (same datasheet TFLOPS) stands in, scaled.
+        assert single.speed is not None and single.speed.basis == "scaled"
+        assert single.speed.label.startswith("scaled from H200 measurement")
         pipeline = row(rows, preset, "pipeline", "fp8")
         assert not pipeline.fits and "5 GPUs (have 1)" in pipeline.remedies
     assert nothing_fits_explanation(rows, parse_gpu_spec("1xH100-80GB")) is None
@@ -146,9 +154,9 @@ def invoke(app, *args):
 
 def test_plan_5x24gb_explains_why_nothing_runs(app):
     result, text = invoke(app, "plan", "--gpus", "5x24GB")
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output  # nothing fits
     assert "5 × generic 24 GB GPU" in text
-    assert "preset standard" in text and "FSDP over 5" in text
+    assert "standard" in text and "FSDP over 5" in text
     assert "24 GB cards cannot run Live Avatar in any topology" in text
     assert " yes " not in text
 
@@ -156,9 +164,9 @@ def test_plan_5x24gb_explains_why_nothing_runs(app):
 def test_plan_1xh100_shows_the_single_gpu_mode_fitting(app):
     result, text = invoke(app, "plan", "--gpus", "1xH100-80GB", "--preset", "standard")
     assert result.exit_code == 0, result.output
-    assert "1 GPU, offload" in text and " yes " in text
-    assert "preset preview" not in text
-    assert "min (assumption)" in text and "arXiv:2512.04677" in text
+    assert "1 GPU, offload" in text and text.startswith("Fits: standard")
+    assert "preview" not in text
+    assert "scaled from H200 measurement (bf16, 688*368, compile off, warm)" in text
     assert "Nothing fits" not in text
 
 
@@ -173,7 +181,7 @@ def test_plan_without_gpus_uses_this_hosts_inventory(app, monkeypatch):
                         lambda: GpuInventory(parse_gpu_spec("5xL40S-48GB"), "nvidia-smi"))
     result, text = invoke(app, "plan", "--preset", "preview")
     assert result.exit_code == 0, result.output
-    assert "this host, via nvidia-smi" in text and " yes " in text
+    assert "this host, via nvidia-smi" in text and text.startswith("Fits:")
 
     monkeypatch.setattr(cli_plan, "inventory", lambda: GpuInventory([], "none", "no driver here"))
     result, text = invoke(app, "plan")
@@ -215,3 +223,101 @@ def test_fp8_at_small_sizes_peaks_while_loading_the_bf16_dit():
     large = single_gpu_memory("688*368", "fp8", (512, 512))
     assert large.peak_phase == "denoising"
     assert single_gpu_memory("384*256", "bf16", (512, 512)).peak_phase == "denoising"
+
+
+# --- speed: the measured table and what the planner makes of it --------------------------------
+
+REPO = Path(__file__).resolve().parents[2]
+RESULTS = sorted((REPO / "benchmarks" / "gpu" / "results").glob("*/results.jsonl"))
+
+
+def test_the_shipped_speed_table_is_what_the_gpu_results_files_say():
+    assert RESULTS, "benchmarks/gpu/results/*/results.jsonl not found"
+    recomputed = measured_speed.from_results(RESULTS, root=REPO)
+    assert recomputed == measured_speed.MEASURED, (
+        "inference/measured_speed.py's MEASURED differs from benchmarks/gpu/results; paste the "
+        "output of `python -m inference.measured_speed`:\n" + measured_speed.table_source(recomputed))
+
+
+def test_the_standard_warm_figure_by_hand_from_its_record():
+    # Independently of from_results: the warm standard job of the second session, load excluded.
+    path = REPO / "benchmarks/gpu/results/h200-2026-12-01-b/results.jsonl"
+    [record] = [r for r in map(json.loads, path.read_text().splitlines())
+                if r["engine"] == "liveavatar-warm" and r["ok"] and r["job"]["preset"] == "standard"]
+    entry = measured_speed.find("H200", "688*368", "bf16", False, "warm")
+    assert entry is not None and entry.sources == ("benchmarks/gpu/results/h200-2026-12-01-b/results.jsonl",)
+    video, total = record["config"]["video_seconds"], record["metrics"]["total_seconds"]
+    assert entry.load_excluded == pytest.approx(total / video, abs=1e-3)
+    assert entry.load_included == pytest.approx((total + record["metrics"]["load_seconds"]) / video, abs=1e-3)
+    assert entry.date == "2026-12-01" and entry.settings == "bf16, 688*368, compile off, warm"
+
+
+def test_packed_pairs_superseded_and_failed_records_do_not_count():
+    packed = REPO / "benchmarks/gpu/results/h200-2026-12-01-c/results.jsonl"
+    [alone] = measured_speed.from_results([packed], root=REPO)
+    assert alone.runs == 1 and alone.mode == "warm"  # "one-alone-warm" only, not the pairs
+    first = REPO / "benchmarks/gpu/results/h200-2026-12-01/results.jsonl"
+    # The first session's warm records are all superseded or failed: only per-job figures remain.
+    assert {e.mode for e in measured_speed.from_results([first], root=REPO)} == {"per-job"}
+
+
+def test_one_h200_uses_the_measurement_not_the_assumption():
+    h200 = parse_gpu_spec("1xH200-141GB")
+    speed = estimate_speed("single", h200, "688*368", "bf16", online_decode=False)
+    assert speed is not None and speed.basis == "measured"
+    assert speed.label == "measured on H200 (bf16, 688*368, compile off, warm)"
+    assert speed.minutes_per_video_minute == pytest.approx(8.175, abs=0.01)
+    assert speed.per_job_minutes == pytest.approx(12.866, abs=0.01)
+    assert "h200-2026-12-01-b/results.jsonl" in speed.source
+    # The old assumption (¼ of the published pipeline rate) said about half of that.
+    assumed = estimate_speed("single", parse_gpu_spec("1xH800"), "688*368")
+    assert assumed is not None and assumed.minutes_per_video_minute > 8  # H800 now scales the H200 run
+
+
+def test_other_gpus_scale_the_h200_measurement_by_tflops_and_say_so():
+    a100 = estimate_speed("single", parse_gpu_spec("1xA100-80GB"), "688*368", "bf16", False)
+    assert a100 is not None and a100.basis == "scaled"
+    assert a100.minutes_per_video_minute == pytest.approx(8.175 * 989 / 312, rel=1e-3)
+    assert "scaled from H200 measurement" in a100.label and "A100 312" in a100.label
+
+
+def test_stand_ins_for_unmeasured_settings_are_labelled():
+    h200 = parse_gpu_spec("1xH200-141GB")
+    fp8 = estimate_speed("single", h200, "688*368", "fp8", online_decode=False)
+    assert fp8 is not None and fp8.caveats == ("fp8 not measured, assumed no faster than bf16",)
+    long = estimate_speed("single", h200, "688*368", "bf16", online_decode=True)
+    assert long is not None and "online decode not measured" in long.short
+    measured_fp8 = estimate_speed("single", h200, "384*256", "fp8", online_decode=True)
+    assert measured_fp8 is not None and measured_fp8.caveats == ()
+    assert measured_fp8.label == "measured on H200 (fp8, 384*256, compile off, per-job)"
+    # The pipeline was never measured: the published figure, labelled as not measured.
+    pipeline = estimate_speed("pipeline", parse_gpu_spec("5xH100-80GB"), "688*368", "bf16")
+    assert pipeline is not None and pipeline.basis == "derived" and "not measured" in pipeline.label
+
+
+def test_every_row_that_does_not_fit_says_why():
+    for spec in ("5x24GB", "1xL40S-48GB", "5xL40S-48GB", "1xA100-80GB", "1x64GB", "1xH200-141GB"):
+        for r in plan(parse_gpu_spec(spec)):
+            assert r.fits or (r.problems and r.reason and r.reason != "does not fit"), (spec, r)
+
+
+def test_an_l40s_that_holds_the_fp8_preview_is_refused_by_the_80gb_rule_and_says_so():
+    preview = row(plan(parse_gpu_spec("1xL40S-48GB")), "preview", "single", "fp8")
+    assert not preview.fits and preview.peak_gb < preview.capacity_gb
+    assert [kind for kind, _ in preview.problems] == ["single-80GB"]
+    assert preview.reason.startswith("the single-GPU mode needs an 80 GB card")
+    assert "38.0 GB estimate is below this 48.3 GB card" in preview.reason
+
+
+def test_the_best_row_is_the_largest_size_then_the_fastest():
+    best = best_row(plan(parse_gpu_spec("1xH200-141GB")))
+    assert best is not None and (best.preset, best.topology, best.precision) == ("standard", "single", "bf16")
+    pipeline = best_row(plan(parse_gpu_spec("5xL40S-48GB")))
+    assert pipeline is not None and (pipeline.preset, pipeline.topology, pipeline.precision) == (
+        "standard", "pipeline", "fp8")
+    assert best_row(plan(parse_gpu_spec("5x24GB"))) is None
+
+
+def test_a_capped_preset_has_a_longest_video():
+    assert preset_video_seconds(get_preset("preview")) == pytest.approx(19.08)
+    assert preset_video_seconds(get_preset("standard")) is None

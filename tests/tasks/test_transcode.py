@@ -262,6 +262,17 @@ def test_regenerated_video_under_the_same_name_is_not_given_stale_renditions(med
     assert redone["web"].duration_s == pytest.approx(1.5, abs=0.05)
 
 
+def test_the_ultrafast_preset_still_delivers_h264_high(clip, tmp_path):
+    """AVATARFLOW_TRANSCODE_X264_PRESET=ultrafast once failed transcode's own check: ultrafast
+    turns off every High-profile tool, so x264 wrote Constrained Baseline despite -profile high."""
+    files = {f.kind: f for f in transcode(clip, tmp_path, name="fast", x264_preset="ultrafast")}
+    for kind, size in (("web", (458, 458)), ("small", (360, 360))):
+        video = next(s for s in ffprobe(files[kind].path)["streams"] if s["codec_type"] == "video")
+        assert (video["codec_name"], video["profile"], video["pix_fmt"]) == ("h264", "High", "yuv420p")
+        assert (video["width"], video["height"]) == size
+        assert video["has_b_frames"] == 0  # still ultrafast's encoding: no B-frames
+
+
 def test_video_without_audio_is_refused(tmp_path):
     silent = tmp_path / "no_audio.mp4"
     subprocess.run(
